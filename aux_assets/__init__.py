@@ -1,0 +1,1 @@
+"""aux_assets: Copernicus Sentinel auxiliary data staged and catalogued as Dagster assets."""

@@ -1,0 +1,204 @@
+"""Where staged items are registered: a Catalog protocol and the static local STAC catalog.
+
+The local catalog is a self-contained static STAC catalog readable by pystac:
+``catalog.json`` -> ``<collection>/collection.json`` -> ``<collection>/<id>/<id>.json``.
+Every file is written to a temporary name and renamed (atomic); writers hold a file lock so
+that two runs updating the same collection never lose each other's links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pystac
+
+from aux_assets.names import check_collection_id, check_item_id
+
+STAC_VERSION = "1.1.0"
+_FAR = "9999-12-31T23:59:59Z"
+
+
+class CatalogError(RuntimeError):
+    """A catalog operation that failed; the message names the catalog and the reason."""
+
+
+class Catalog(Protocol):
+    """A STAC catalog we register staged items in."""
+
+    def describe(self) -> str: ...
+
+    def ensure_collection(self, collection_id: str) -> None:
+        """Create the collection if it does not exist."""
+        ...
+
+    def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
+        """The items of ``ids`` that exist in the collection, in one batched lookup."""
+        ...
+
+    def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:
+        """Insert or replace ``items`` in the collection, in bulk."""
+        ...
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return doc
+
+
+class LocalCatalog:
+    """The static STAC catalog on disk that is the embedded default."""
+
+    def __init__(self, root: Path, title: str = "aux_assets catalog") -> None:
+        self.root = root.resolve()
+        self.title = title
+        self.lookups = 0  # batched id lookups made, for tests and benchmarks
+
+    def describe(self) -> str:
+        return f"local catalog at {self.root}"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / "catalog.json"
+
+    def _collection_path(self, collection_id: str) -> Path:
+        return self.root / check_collection_id(collection_id) / "collection.json"
+
+    def _item_path(self, collection_id: str, item_id: str) -> Path:
+        check_item_id(item_id)
+        return self.root / check_collection_id(collection_id) / item_id / f"{item_id}.json"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _ensure_root(self, collection_id: str) -> None:
+        path = self.catalog_path
+        doc: dict[str, Any] = (
+            _read_json(path)
+            if path.exists()
+            else {
+                "type": "Catalog",
+                "stac_version": STAC_VERSION,
+                "id": "aux-assets",
+                "title": self.title,
+                "description": "Auxiliary data staged by aux_assets",
+                "links": [{"rel": "root", "href": "./catalog.json", "type": "application/json"}],
+            }
+        )
+        href = f"./{collection_id}/collection.json"
+        if not any(link.get("rel") == "child" and link["href"] == href for link in doc["links"]):
+            doc["links"].append({"rel": "child", "href": href, "type": "application/json"})
+            _write_json(path, doc)
+
+    def _new_collection(self, collection_id: str) -> dict[str, Any]:
+        return {
+            "type": "Collection",
+            "stac_version": STAC_VERSION,
+            "id": collection_id,
+            "description": f"Auxiliary products staged by aux_assets into {collection_id}",
+            "license": "other",
+            "extent": {
+                "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+                "temporal": {"interval": [[None, None]]},
+            },
+            "links": [
+                {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+                {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+            ],
+        }
+
+    def ensure_collection(self, collection_id: str) -> None:
+        path = self._collection_path(collection_id)
+        if path.exists():
+            return
+        with self._locked():
+            if not path.exists():
+                _write_json(path, self._new_collection(collection_id))
+            self._ensure_root(collection_id)
+
+    def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
+        self.lookups += 1
+        found: dict[str, pystac.Item] = {}
+        for item_id in dict.fromkeys(ids):
+            path = self._item_path(collection_id, item_id)
+            if path.exists():
+                found[item_id] = pystac.Item.from_dict(_read_json(path))
+        return found
+
+    def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:
+        if not items:
+            return
+        coll_path = self._collection_path(collection_id)
+        paths = [self._item_path(collection_id, item.id) for item in items]  # all ids checked first
+        with self._locked():
+            collection = (
+                _read_json(coll_path) if coll_path.exists() else self._new_collection(collection_id)
+            )
+            linked = {link["href"] for link in collection["links"] if link.get("rel") == "item"}
+            interval = collection["extent"]["temporal"]["interval"][0]
+            for item, path in zip(items, paths, strict=True):
+                doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+                doc["collection"] = collection_id
+                doc["links"] = [
+                    {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+                    {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+                    {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+                ]
+                _write_json(path, doc)
+                href = f"./{item.id}/{item.id}.json"
+                if href not in linked:
+                    linked.add(href)
+                    collection["links"].append(
+                        {"rel": "item", "href": href, "type": "application/geo+json"}
+                    )
+                props = doc["properties"]
+                start = props.get("start_datetime") or props.get("datetime")
+                end = props.get("end_datetime") or start or _FAR
+                if start and (interval[0] is None or start < interval[0]):
+                    interval[0] = start
+                if interval[1] is None or end > interval[1]:
+                    interval[1] = end
+            _write_json(coll_path, collection)
+            self._ensure_root(collection_id)
+
+
+def open_catalog(url: str | None, default_root: Path) -> Catalog:
+    """The catalog for ``AUX_CATALOG_URL``: unset or a path/``file://`` gives a local catalog."""
+    if not url:
+        return LocalCatalog(default_root)
+    if url.startswith("file://"):
+        return LocalCatalog(Path(url.removeprefix("file://")))
+    if "://" not in url:
+        return LocalCatalog(Path(url))
+    raise CatalogError(
+        f"AUX_CATALOG_URL {url.split('?')[0]!r}: STAC API catalogs are not supported yet; "
+        "use a file:// path"
+    )

@@ -1,0 +1,152 @@
+"""CQL2-JSON filters: the seed's ValCover, the inclusive windows we send, ids, validation.
+
+Filters are built as JSON structures, never by pasting strings, so an id or product type with a
+quote in it cannot change the meaning of a filter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import cql2
+
+JsonDict = dict[str, Any]
+WindowKind = Literal["cover", "intersect", "any"]
+
+# Every operator of CQL2 (OGC 21-065): basic, advanced comparison, spatial, temporal, array,
+# arithmetic and functions. `cql2.Expr.validate()` accepts unknown operators; we do not.
+KNOWN_OPS = frozenset(
+    {"and", "or", "not", "=", "<>", "<", "<=", ">", ">=", "like", "between", "in", "isNull"}
+    | {"casei", "accenti", "+", "-", "*", "/", "%", "^", "div"}
+    | {"s_intersects", "s_equals", "s_disjoint", "s_touches", "s_within", "s_overlaps"}
+    | {"s_crosses", "s_contains", "a_equals", "a_contains", "a_containedBy", "a_overlaps"}
+    | {"t_after", "t_before", "t_contains", "t_disjoint", "t_during", "t_equals"}
+    | {"t_finishedBy", "t_finishes", "t_intersects", "t_meets", "t_metBy"}
+    | {"t_overlappedBy", "t_overlaps", "t_startedBy", "t_starts", "anyinteracts"}
+)
+
+
+class FilterError(ValueError):
+    """A CQL2 filter that is malformed or uses something we cannot send."""
+
+
+def strftime_millis(value: datetime) -> str:
+    """Format as ``%Y-%m-%dT%H:%M:%S.mmmZ``, as the seed does (no timezone conversion)."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def create_valcover_filter(
+    start_datetime: datetime | str, end_datetime: datetime | str, product_type: str
+) -> JsonDict:
+    """The seed's ValCover filter, exactly: ``product:type = T and t_contains(validity, [S, E])``.
+
+    Datetimes are formatted with :func:`strftime_millis`; strings pass through unchanged. Note
+    that ``t_contains`` is strict: a file whose validity starts or ends exactly on the window
+    edge is not matched. :func:`window_filter` is what aux_assets itself sends.
+    """
+    start = (
+        strftime_millis(start_datetime) if isinstance(start_datetime, datetime) else start_datetime
+    )
+    end = strftime_millis(end_datetime) if isinstance(end_datetime, datetime) else end_datetime
+    return {
+        "op": "and",
+        "args": [
+            {"op": "=", "args": [{"property": "product:type"}, product_type]},
+            {
+                "op": "t_contains",
+                "args": [
+                    {"interval": [{"property": "start_datetime"}, {"property": "end_datetime"}]},
+                    {"interval": [start, end]},
+                ],
+            },
+        ],
+    }
+
+
+def _timestamp(value: datetime) -> JsonDict:
+    if value.tzinfo is None:
+        raise FilterError(f"datetime {value.isoformat()} has no timezone; use UTC datetimes")
+    return {"timestamp": value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+def window_filter(
+    product_type: str,
+    start: datetime,
+    end: datetime,
+    kind: WindowKind,
+    platforms: Sequence[str] | None = None,
+) -> JsonDict:
+    """The inclusive window filter we send for one product type and window ``[start, end]``.
+
+    ``cover``: ``start_datetime <= start and end_datetime >= end`` (ValCover candidates,
+    inclusive on both edges); ``intersect``: ``start_datetime <= end and end_datetime >= start``;
+    ``any``: the product type alone. ``platforms`` adds ``platform in (...)``.
+    """
+    if end < start:
+        raise FilterError(f"window end {end.isoformat()} is before start {start.isoformat()}")
+    args: list[JsonDict] = [{"op": "=", "args": [{"property": "product:type"}, product_type]}]
+    if platforms:
+        args.append({"op": "in", "args": [{"property": "platform"}, list(platforms)]})
+    if kind == "cover":
+        args.append({"op": "<=", "args": [{"property": "start_datetime"}, _timestamp(start)]})
+        args.append({"op": ">=", "args": [{"property": "end_datetime"}, _timestamp(end)]})
+    elif kind == "intersect":
+        args.append({"op": "<=", "args": [{"property": "start_datetime"}, _timestamp(end)]})
+        args.append({"op": ">=", "args": [{"property": "end_datetime"}, _timestamp(start)]})
+    return args[0] if len(args) == 1 else {"op": "and", "args": args}
+
+
+def ids_filter(ids: Sequence[str]) -> JsonDict:
+    """``id in (...)`` as CQL2-JSON; ids are values, never pasted into text."""
+    return {"op": "in", "args": [{"property": "id"}, list(ids)]}
+
+
+def and_filters(*filters: JsonDict | None) -> JsonDict | None:
+    """Combine filters with ``and``, skipping ``None``."""
+    present = [f for f in filters if f is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else {"op": "and", "args": present}
+
+
+def _check_ops(node: Any, path: str) -> None:
+    if isinstance(node, dict):
+        op = node.get("op")
+        if op is not None and op not in KNOWN_OPS:
+            raise FilterError(
+                f"unknown CQL2 operator {op!r} at {path}; see OGC CQL2 for valid ones"
+            )
+        for key, value in node.items():
+            _check_ops(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_ops(value, f"{path}[{i}]")
+
+
+def parse_filter(value: JsonDict | str, field: str = "filter") -> JsonDict:
+    """Validate a user-given CQL2 filter (JSON dict, JSON text or CQL2 text) and return CQL2-JSON.
+
+    Raises :class:`FilterError` naming ``field`` and the parser's reason; nothing is sent.
+    """
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                raise FilterError(f"{field} is empty; give a CQL2-JSON object or CQL2 text")
+            expr = cql2.Expr(json.loads(text)) if text.startswith("{") else cql2.parse_text(text)
+        elif isinstance(value, dict):
+            expr = cql2.Expr(value)
+        else:
+            raise FilterError(f"{field} must be a CQL2-JSON object or CQL2 text, got {value!r}")
+        expr.validate()
+        result: JsonDict = expr.to_json()
+    except FilterError:
+        raise
+    except Exception as exc:  # cql2 raises plain Exception for parse errors
+        reason = " ".join(str(exc).split())
+        raise FilterError(f"{field} is not valid CQL2: {reason}") from None
+    _check_ops(result, field)
+    return result

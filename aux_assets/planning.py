@@ -1,0 +1,308 @@
+"""Search and select, per window: what each product type of the products file gets.
+
+For a run over several windows (a backfill range), each product type is searched once over
+the union of the windows with an inclusive prefilter (``intersect`` for cover and intersect
+policies: a superset of the candidates of every window and sub-window; the product type alone
+for validity-free policies), and the policy is then applied to each window on the client. Selection
+is made per platform (unit), so a unit-dependent type yields one file per unit.
+
+A day is longer than many validities (ECMWFD: 12 h, RESORB: 3 h 17 m), so no single file can
+cover it. For cover policies, :func:`select_covering` then applies the policy to every
+elementary sub-window of the day (the window split at the candidates' validity edges): the
+union is exactly the set of files the processors would pick for any processing window inside
+the day, and the sub-windows nothing covers are reported as gaps. Gaps (or a unit with nothing
+selected) are filled from the entry's ``alternatives``, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+import pystac
+
+from aux_assets.filters import JsonDict, WindowKind, window_filter
+from aux_assets.products import ProductSpec
+from aux_assets.search import SearchError, SearchRequest, Source
+from aux_assets.selection import generation_time, policy_window_kind, select, validity
+
+
+@dataclass(frozen=True)
+class Window:
+    """A processing window, named by its partition key."""
+
+    key: str
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.end < self.start:
+            raise ValueError(
+                f"window {self.key}: end {self.end.isoformat()} is before start "
+                f"{self.start.isoformat()}"
+            )
+
+
+def feature(item: pystac.Item) -> JsonDict:
+    """An item as a GeoJSON Feature dict (hrefs untouched)."""
+    return item.to_dict(include_self_link=False, transform_hrefs=False)
+
+
+def feature_collection(items: Sequence[pystac.Item]) -> JsonDict:
+    return {"type": "FeatureCollection", "features": [feature(i) for i in items]}
+
+
+def _summary(item: pystac.Item) -> JsonDict:
+    v = validity(item)
+    return {
+        "id": item.id,
+        "start": v.start.isoformat(),
+        "end": v.end.isoformat(),
+        "generation": generation_time(item).isoformat(),
+        "platform": item.properties.get("platform"),
+    }
+
+
+_ANY = "*"  # the unit when the main type found nothing at all and no platforms were listed
+
+
+class _Searcher:
+    """Searches a product type over the union of the windows, once per type (memoised)."""
+
+    def __init__(
+        self, sources: Mapping[str, Source], windows: Sequence[Window], timeout_s: float | None
+    ) -> None:
+        self.sources = sources
+        self.windows = windows
+        self.timeout_s = timeout_s
+        self._cache: dict[tuple[Any, ...], tuple[list[pystac.Item], JsonDict]] = {}
+
+    def candidates(self, spec: ProductSpec) -> tuple[list[pystac.Item], JsonDict]:
+        """The items found for ``spec`` and the filter that was sent."""
+        key = (
+            spec.source,
+            spec.product_type,
+            spec.policy,
+            spec.platforms,
+            spec.margin_before_s,
+            spec.margin_after_s,
+        )
+        if key not in self._cache:
+            # Cover candidates of any sub-window intersect the window: ask for those, decide the
+            # exact (inclusive) cover on the client.
+            kind: WindowKind = policy_window_kind(spec.policy)
+            if kind == "cover":
+                kind = "intersect"
+            start = min(w.start for w in self.windows) - timedelta(seconds=spec.margin_before_s)
+            end = max(w.end for w in self.windows) + timedelta(seconds=spec.margin_after_s)
+            cql = window_filter(spec.product_type, start, end, kind, spec.platforms)
+            request = SearchRequest(filter=cql, timeout_s=self.timeout_s)
+            self._cache[key] = (self.sources[spec.source].search(request), cql)
+        return self._cache[key]
+
+
+Gap = tuple[datetime, datetime]
+
+
+def select_covering(
+    items: Sequence[pystac.Item],
+    policy: str,
+    start: datetime,
+    end: datetime,
+    margin_before_s: float = 0,
+    margin_after_s: float = 0,
+) -> tuple[list[pystac.Item], list[Gap]]:
+    """The policy's selection for ``[start, end]``, and the parts of it left uncovered.
+
+    For cover policies, when no single file covers the whole window, the policy is applied to
+    each elementary sub-window (split where a candidate starts or stops covering) and the
+    selections are united; sub-windows with no selection are returned as gaps (merged).
+    """
+    chosen = select(items, policy, start, end, margin_before_s, margin_after_s)
+    if chosen or policy_window_kind(policy) != "cover":
+        return chosen, ([] if chosen else [(start, end)])
+    before, after = timedelta(seconds=margin_before_s), timedelta(seconds=margin_after_s)
+    edges = {start, end}
+    for item in items:
+        v = validity(item)
+        for edge in (v.start + before, v.end - after):
+            if start < edge < end:
+                edges.add(edge)
+    points = sorted(edges)
+    picked: dict[tuple[str | None, str], pystac.Item] = {}
+    gaps: list[Gap] = []
+    for low, high in pairwise(points):
+        sub = select(items, policy, low, high, margin_before_s, margin_after_s)
+        for item in sub:
+            picked[(item.collection_id, item.id)] = item
+        if not sub:
+            if gaps and gaps[-1][1] == low:
+                gaps[-1] = (gaps[-1][0], high)
+            else:
+                gaps.append((low, high))
+    ordered = sorted(picked.values(), key=lambda i: (validity(i).start, i.id))
+    return ordered, gaps
+
+
+def _by_unit(
+    spec: ProductSpec, items: Sequence[pystac.Item]
+) -> dict[str | None, list[pystac.Item]]:
+    units: dict[str | None, list[pystac.Item]] = {platform: [] for platform in spec.platforms or ()}
+    for item in items:
+        units.setdefault(item.properties.get("platform"), []).append(item)
+    return units
+
+
+def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> JsonDict:
+    candidates, cql = searcher.candidates(spec)
+    units = _by_unit(spec, candidates) or {_ANY: []}
+    selected: list[pystac.Item] = []
+    used: dict[str, list[str]] = {}
+    missing: dict[str, list[list[str]]] = {}
+    for unit, group in units.items():
+        chosen, gaps = select_covering(
+            group,
+            spec.policy,
+            window.start,
+            window.end,
+            spec.margin_before_s,
+            spec.margin_after_s,
+        )
+        types = [spec.product_type] if chosen else []
+        for alt_type in spec.alternatives:
+            if not gaps:
+                break
+            alt = spec.alternative(alt_type)
+            alt_units = _by_unit(alt, searcher.candidates(alt)[0])
+            alt_items = [i for u, g in alt_units.items() if unit in (_ANY, u) for i in g]
+            remaining: list[Gap] = []
+            for low, high in gaps:
+                more, left = select_covering(
+                    alt_items, alt.policy, low, high, alt.margin_before_s, alt.margin_after_s
+                )
+                chosen += more
+                remaining += left
+                if more and alt_type not in types:
+                    types.append(alt_type)
+            gaps = remaining
+        selected += chosen
+        used[str(unit)] = types
+        if gaps:
+            missing[str(unit)] = [[low.isoformat(), high.isoformat()] for low, high in gaps]
+    return {
+        "product_type": spec.product_type,
+        "source": spec.source,
+        "collection": spec.collection,
+        "policy": spec.policy,
+        "margin_before_s": spec.margin_before_s,
+        "margin_after_s": spec.margin_after_s,
+        "mandatory": spec.mandatory,
+        "assets": list(spec.assets) if spec.assets is not None else None,
+        "unpack": spec.unpack,
+        "filter": cql,
+        "n_candidates": len(candidates),
+        "candidates": [_summary(i) for i in candidates if _touches(i, spec, window)],
+        "used_types": used,
+        "missing_units": sorted(missing),
+        "gaps": missing,
+        "selected": feature_collection(selected),
+    }
+
+
+def _touches(item: pystac.Item, spec: ProductSpec, window: Window) -> bool:
+    v = validity(item)
+    w0 = window.start - timedelta(seconds=spec.margin_before_s)
+    w1 = window.end + timedelta(seconds=spec.margin_after_s)
+    return policy_window_kind(spec.policy) == "any" or (v.start <= w1 and v.end >= w0)
+
+
+def plan_windows(
+    specs: Sequence[ProductSpec],
+    windows: Sequence[Window],
+    sources: Mapping[str, Source],
+    *,
+    timeout_s: float | None = None,
+    max_workers: int = 8,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict[str, JsonDict]:
+    """For each window, each product type: candidates, the policy's selection, what is missing.
+
+    Searches run in parallel (I/O bound), one per product type and source.
+    """
+    searcher = _Searcher(sources, windows, timeout_s)
+
+    def run(spec: ProductSpec) -> list[JsonDict]:
+        try:
+            return [_plan_product(spec, searcher, window) for window in windows]
+        except SearchError as exc:
+            raise SearchError(f"{spec.product_type}: {exc}") from None
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        per_spec = list(pool.map(run, specs))
+    documents: dict[str, JsonDict] = {}
+    for i, window in enumerate(windows):
+        products = [entries[i] for entries in per_spec]
+        documents[window.key] = {
+            "partition": window.key,
+            "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
+            "products": products,
+        }
+        for product in products:
+            log(
+                f"{window.key} {product['product_type']}: {product['n_candidates']} candidates, "
+                f"{len(product['selected']['features'])} selected by {product['policy']}"
+            )
+    return documents
+
+
+def plan_raw(
+    cql: JsonDict,
+    source: Source,
+    *,
+    source_name: str,
+    collection: str,
+    windows: Sequence[Window],
+    search_collections: Sequence[str] | None = None,
+    assets: Sequence[str] | None = None,
+    limit: int | None = None,
+    unpack: bool = False,
+    timeout_s: float | None = None,
+) -> dict[str, JsonDict]:
+    """The seed's generic mode: every item matching a raw CQL2 filter is to be staged.
+
+    The filter is sent as given (the windows only name the partitions it is recorded under).
+    """
+    request = SearchRequest(
+        filter=cql,
+        collections=tuple(search_collections) if search_collections else None,
+        limit=limit,
+        timeout_s=timeout_s,
+    )
+    items = source.search(request)
+    entry: dict[str, Any] = {
+        "product_type": "cql2",
+        "source": source_name,
+        "collection": collection,
+        "policy": None,
+        "mandatory": False,
+        "assets": list(assets) if assets is not None else None,
+        "unpack": unpack,
+        "filter": cql,
+        "n_candidates": len(items),
+        "candidates": [{"id": i.id} for i in items],
+        "used_types": {},
+        "missing_units": [] if items else ["any"],
+        "selected": feature_collection(items),
+    }
+    return {
+        w.key: {
+            "partition": w.key,
+            "window": {"start": w.start.isoformat(), "end": w.end.isoformat()},
+            "products": [entry],
+        }
+        for w in windows
+    }

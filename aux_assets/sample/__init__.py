@@ -1,0 +1,30 @@
+"""The embedded default source: a deterministic, realistic AUXIP-like static STAC collection.
+
+``generate_sample`` writes the 27 product types of aux-data.md section 6 (real names, validity
+rules, cadences, lags and sizes; synthetic bytes) for a range of days; ``ensure_sample`` installs
+the default sample once, atomically. CLI: ``python -m aux_assets.sample OUT``.
+"""
+
+from aux_assets.sample.generator import (
+    COLLECTION_ID,
+    DEFAULT_END,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_START,
+    MIN_MAX_SIZE,
+    SampleSummary,
+    ensure_sample,
+    generate_sample,
+)
+from aux_assets.sample.rules import PRODUCT_TYPES
+
+__all__ = [
+    "COLLECTION_ID",
+    "DEFAULT_END",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_START",
+    "MIN_MAX_SIZE",
+    "PRODUCT_TYPES",
+    "SampleSummary",
+    "ensure_sample",
+    "generate_sample",
+]

@@ -1,0 +1,386 @@
+"""Staging: dedupe against the catalog, transfer, verify, optionally unpack, register.
+
+Invariants (architecture.md, section 7):
+- a file appears under its final name only complete and verified (the transfer engine streams
+  into a ``.part`` file and verifies size and checksum; the storage commits it atomically);
+- an item is registered only after all its selected assets are stored and verified; its
+  asset hrefs point at our storage, the source asset is kept as ``alternate.source``, and
+  ``file:checksum`` is a multihash;
+- ids and asset keys become paths only after validation; ``file://`` hrefs are read only
+  from local sources;
+- every failure is reported per item; what succeeded is kept; a re-run stages only what is
+  missing. Two runs of the same items use distinct ``.part`` files and idempotent upserts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Literal
+from urllib.parse import unquote, urlparse
+
+import pystac
+
+from aux_assets.archives import ArchiveError, Limits, extract_archive, is_archive
+from aux_assets.archives import strip_archive_suffix as _strip_archive_suffix
+from aux_assets.catalog import Catalog
+from aux_assets.checksums import Checksum, ChecksumError
+from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id, check_safe_name
+from aux_assets.storage import Storage
+from aux_assets.transfer import (
+    Auth,
+    RetryPolicy,
+    TransferEngine,
+    TransferError,
+    TransferRequest,
+    TransferResult,
+)
+
+Status = Literal["staged", "present", "failed"]
+ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One selected source item to stage into ``collection``."""
+
+    item: pystac.Item
+    collection: str
+    source: str
+    local_source: bool = False
+    auth: Auth | None = None
+    asset_keys: tuple[str, ...] | None = None
+    unpack: bool = False
+
+
+@dataclass
+class AssetOutcome:
+    """Where one asset now lives, with its verified size and checksum."""
+
+    key: str
+    href: str
+    size: int
+    checksum: str
+    source_href: str
+
+
+@dataclass
+class ItemOutcome:
+    """What happened to one item."""
+
+    item_id: str
+    collection: str
+    source: str
+    status: Status
+    reason: str | None = None
+    assets: list[AssetOutcome] = field(default_factory=list)
+    bytes_transferred: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "item_id": self.item_id,
+            "collection": self.collection,
+            "source": self.source,
+            "status": self.status,
+            "reason": self.reason,
+            "bytes_transferred": self.bytes_transferred,
+            "assets": [vars(a) for a in self.assets],
+        }
+
+
+@dataclass
+class _Planned:
+    """An item to transfer: its validated assets and their storage keys."""
+
+    task: StageTask
+    assets: dict[str, pystac.Asset]
+    keys: dict[str, str]
+    requests: dict[str, TransferRequest] = field(default_factory=dict)
+
+
+def asset_filename(key: str, asset: pystac.Asset) -> str:
+    """The file name of an asset in storage: its key when it looks like a file name, else the
+    last segment of its href when that does, else the key."""
+    if "." in key.strip("."):
+        return check_safe_name(key, "asset key")
+    tail = PurePosixPath(unquote(urlparse(asset.href).path)).name
+    with contextlib.suppress(UnsafeNameError):
+        if "." in tail.strip(".") and check_safe_name(tail, "asset file name"):
+            return tail
+    return check_safe_name(key, "asset key")
+
+
+def _source_checksum(asset: pystac.Asset) -> Checksum | None:
+    value = asset.extra_fields.get("file:checksum")
+    return Checksum.parse(str(value)) if value else None
+
+
+def _registered_checksum(asset: pystac.Asset) -> Checksum | None:
+    alternate = asset.extra_fields.get("alternate", {}).get("source", {})
+    value = alternate.get("file:checksum") or asset.extra_fields.get("file:checksum")
+    try:
+        return Checksum.parse(str(value)) if value else None
+    except ChecksumError:
+        return None
+
+
+class Stager:
+    """Stages items into a catalog and a storage with one transfer engine per call."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        storage: Storage,
+        *,
+        limits: Mapping[str, int] | None = None,
+        retry: RetryPolicy | None = None,
+        archive_limits: Limits | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.storage = storage
+        self.limits = dict(limits or {})
+        self.retry = retry or RetryPolicy()
+        self.archive_limits = archive_limits or Limits()
+
+    def stage(self, tasks: Sequence[StageTask]) -> list[ItemOutcome]:
+        """Stage ``tasks`` (duplicates by collection and id are staged once); outcomes follow
+        the order of the first occurrence of each item."""
+        unique: dict[tuple[str, str], StageTask] = {}
+        for task in tasks:
+            unique.setdefault((task.collection, task.item.id), task)
+        outcomes: dict[tuple[str, str], ItemOutcome] = {}
+        planned: list[_Planned] = []
+        for key, task in unique.items():
+            result = self._plan(task)
+            if isinstance(result, ItemOutcome):
+                outcomes[key] = result
+            else:
+                planned.append(result)
+        todo = self._dedupe(planned, outcomes)
+        results = asyncio.run(self._transfer(todo)) if todo else []
+        registered: dict[str, list[tuple[_Planned, pystac.Item, ItemOutcome]]] = {}
+        for plan, transfers in zip(todo, results, strict=True):
+            outcome, item = self._finish(plan, transfers)
+            outcomes[(plan.task.collection, plan.task.item.id)] = outcome
+            if item is not None:
+                registered.setdefault(plan.task.collection, []).append((plan, item, outcome))
+        for collection, entries in registered.items():
+            try:
+                self.catalog.upsert(collection, [item for _, item, _ in entries])
+            except Exception as exc:
+                for _, _, outcome in entries:
+                    outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
+        return [outcomes[key] for key in unique]
+
+    def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
+        return ItemOutcome(task.item.id, task.collection, task.source, "failed", reason)
+
+    def _plan(self, task: StageTask) -> _Planned | ItemOutcome:
+        """Validate names, the asset selection and hrefs: no I/O happens for a bad item."""
+        try:
+            check_item_id(task.item.id)
+            check_collection_id(task.collection)
+            assets = dict(task.item.assets)
+            if task.asset_keys is not None:
+                missing = [k for k in task.asset_keys if k not in assets]
+                if missing:
+                    return self._fail(
+                        task,
+                        f"asset(s) {', '.join(missing)} not in the item; it has "
+                        f"{', '.join(sorted(assets)) or 'no assets'}",
+                    )
+                assets = {k: assets[k] for k in task.asset_keys}
+            if not assets:
+                return self._fail(task, "the item has no assets to stage")
+            keys: dict[str, str] = {}
+            for key, asset in assets.items():
+                check_safe_name(key, "asset key")
+                scheme = urlparse(asset.href).scheme
+                if scheme == "file" and not task.local_source:
+                    return self._fail(
+                        task,
+                        f"asset {key!r} has a file:// href but source '{task.source}' is remote; "
+                        "only local sources may point at local files",
+                    )
+                if scheme not in {"http", "https", "file"}:
+                    return self._fail(
+                        task, f"asset {key!r} href scheme {scheme or 'none'!r} cannot be fetched"
+                    )
+                _source_checksum(asset)
+                keys[key] = f"{task.collection}/{task.item.id}/{asset_filename(key, asset)}"
+        except (UnsafeNameError, ChecksumError) as exc:
+            return self._fail(task, str(exc))
+        return _Planned(task, assets, keys)
+
+    def _dedupe(
+        self, planned: list[_Planned], outcomes: dict[tuple[str, str], ItemOutcome]
+    ) -> list[_Planned]:
+        """Drop items already registered (same id, same checksum where both have one, files
+        present), with one batched catalog lookup per collection."""
+        todo: list[_Planned] = []
+        by_collection: dict[str, list[_Planned]] = {}
+        for plan in planned:
+            by_collection.setdefault(plan.task.collection, []).append(plan)
+        for collection, plans in by_collection.items():
+            self.catalog.ensure_collection(collection)
+            existing = self.catalog.get_items(collection, [p.task.item.id for p in plans])
+            for plan in plans:
+                present = existing.get(plan.task.item.id)
+                if present is not None and self._same(plan, present):
+                    outcomes[(collection, plan.task.item.id)] = ItemOutcome(
+                        plan.task.item.id,
+                        collection,
+                        plan.task.source,
+                        "present",
+                        assets=[
+                            AssetOutcome(
+                                k,
+                                a.href,
+                                int(a.extra_fields.get("file:size", 0)),
+                                str(a.extra_fields.get("file:checksum", "")),
+                                str(
+                                    a.extra_fields.get("alternate", {})
+                                    .get("source", {})
+                                    .get("href", "")
+                                ),
+                            )
+                            for k, a in present.assets.items()
+                        ],
+                    )
+                else:
+                    todo.append(plan)
+        return todo
+
+    def _same(self, plan: _Planned, present: pystac.Item) -> bool:
+        registered = list(present.assets.values())
+        if not registered or not all(self.storage.exists(a.href) for a in registered):
+            return False
+        ours = {
+            str(a.extra_fields.get("alternate", {}).get("source", {}).get("href")): a
+            for a in registered
+        }
+        for asset in plan.assets.values():
+            theirs = _source_checksum(asset)
+            mine = _registered_checksum(ours[asset.href]) if asset.href in ours else None
+            if theirs is not None and mine is not None and theirs != mine:
+                return False
+        return True
+
+    async def _transfer(
+        self, plans: list[_Planned]
+    ) -> list[dict[str, TransferResult | TransferError]]:
+        for plan in plans:
+            for key, asset in plan.assets.items():
+                size = asset.extra_fields.get("file:size")
+                plan.requests[key] = TransferRequest(
+                    url=asset.href,
+                    part_path=self.storage.part_path(plan.keys[key]),
+                    expected_size=int(size) if size is not None else None,
+                    expected_checksum=_source_checksum(asset),
+                    pool=plan.task.source,
+                    allow_file=plan.task.local_source,
+                    auth=plan.task.auth,
+                    expected_media_type=asset.media_type,
+                )
+        flat = [req for plan in plans for req in plan.requests.values()]
+        async with TransferEngine(limits=self.limits, retry=self.retry) as engine:
+            results = iter(await engine.fetch_all(flat))
+        return [{key: next(results) for key in plan.requests} for plan in plans]
+
+    def _finish(
+        self, plan: _Planned, transfers: dict[str, TransferResult | TransferError]
+    ) -> tuple[ItemOutcome, pystac.Item | None]:
+        """Commit the verified files of a fully transferred item and build its catalog item."""
+        task = plan.task
+        received = sum(
+            r.bytes_received for r in transfers.values() if isinstance(r, TransferResult)
+        )
+        errors = [f"{k}: {r}" for k, r in transfers.items() if isinstance(r, TransferError)]
+        if errors:
+            for result in transfers.values():
+                if isinstance(result, TransferResult):
+                    result.request.part_path.unlink(missing_ok=True)
+            outcome = self._fail(task, "; ".join(errors))
+            outcome.bytes_transferred = received
+            return outcome, None
+        item = copy.deepcopy(task.item)
+        item.clear_links()
+        item.collection_id = task.collection
+        item.assets = {}
+        outcome = ItemOutcome(task.item.id, task.collection, task.source, "staged")
+        outcome.bytes_transferred = received
+        try:
+            for key, result in transfers.items():
+                assert isinstance(result, TransferResult)
+                source = plan.assets[key]
+                new_key, asset, size, checksum = self._commit(plan, key, result)
+                asset.extra_fields["alternate"] = {"source": self._alternate(source)}
+                item.assets[new_key] = asset
+                outcome.assets.append(
+                    AssetOutcome(new_key, asset.href, size, checksum.multihash(), source.href)
+                )
+        except (ArchiveError, OSError) as exc:
+            for result in transfers.values():
+                if isinstance(result, TransferResult):
+                    result.request.part_path.unlink(missing_ok=True)
+            failed = self._fail(task, str(exc))
+            failed.bytes_transferred = received
+            return failed, None
+        for ext in (FILE_EXT, ALTERNATE_EXT):
+            if ext not in item.stac_extensions:
+                item.stac_extensions.append(ext)
+        return outcome, item
+
+    @staticmethod
+    def _alternate(source: pystac.Asset) -> dict[str, Any]:
+        alt: dict[str, Any] = {"href": source.href}
+        for name in ("file:size", "file:checksum"):
+            if name in source.extra_fields:
+                alt[name] = source.extra_fields[name]
+        return alt
+
+    def _commit(
+        self, plan: _Planned, key: str, result: TransferResult
+    ) -> tuple[str, pystac.Asset, int, Checksum]:
+        """Commit one verified file (or its unpacked tree); return the registered asset."""
+        source = plan.assets[key]
+        storage_key = plan.keys[key]
+        name = storage_key.rsplit("/", 1)[1]
+        if not (plan.task.unpack and is_archive(name)):
+            href = self.storage.commit(result.request.part_path, storage_key)
+            asset = self._asset(source, href, result.size, result.checksum)
+            return key, asset, result.size, result.checksum
+        scratch = self.storage.scratch_dir(storage_key)
+        try:
+            files = extract_archive(result.request.part_path, scratch, self.archive_limits, name)
+            prefix = storage_key.rsplit("/", 1)[0]
+            hrefs = self.storage.commit_tree(scratch, prefix)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+            result.request.part_path.unlink(missing_ok=True)
+        if not files:
+            raise ArchiveError(f"{name}: the archive is empty")
+        largest = min(files, key=lambda f: (-f.size, f.path.as_posix()))
+        checksum = Checksum("sha256", largest.sha256)
+        asset = self._asset(source, hrefs[largest.path.as_posix()], largest.size, checksum)
+        asset.media_type = None
+        return _strip_archive_suffix(key), asset, largest.size, checksum
+
+    @staticmethod
+    def _asset(source: pystac.Asset, href: str, size: int, checksum: Checksum) -> pystac.Asset:
+        extra = {k: v for k, v in source.extra_fields.items() if not k.startswith("file:")}
+        extra.update({"file:size": size, "file:checksum": checksum.multihash()})
+        return pystac.Asset(
+            href=href,
+            title=source.title,
+            description=source.description,
+            media_type=source.media_type,
+            roles=source.roles,
+            extra_fields=extra,
+        )

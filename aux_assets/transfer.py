@@ -1,0 +1,551 @@
+"""Streaming downloads over HTTP(S) and ``file://``: bounded pools, retries, resume, verification.
+
+Bytes go to a ``.part`` file while they are hashed; the caller renames it once the transfer
+succeeded. On any failure the ``.part`` file is removed and a :class:`TransferError` names the
+redacted URL and the reason, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
+
+import httpx
+
+from aux_assets.checksums import Checksum, Hasher, new_hasher
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_REMOTE_SCHEMES = frozenset(_DEFAULT_PORTS)
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_REDIRECTS = 5
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+class TransferError(Exception):
+    """A transfer that failed; ``url`` is redacted and ``reason`` says why."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(redact_url(url), reason)
+        self.url: str = self.args[0]
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.url}: {self.reason}"
+
+
+class Auth(Protocol):
+    """Credentials for one origin."""
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Auth headers for ``url``; ``{}`` when ``url`` is not on the credential's origin."""
+        ...
+
+    async def refresh(self) -> bool:
+        """Obtain new credentials after a 401; ``True`` if there are new ones to try."""
+        ...
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` with a lower-case host and the default port left out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo, query string or fragment, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+@dataclass(frozen=True, repr=False)
+class StaticAuth:
+    """An API key (``x-api-key``) and/or bearer token sent only to ``origin``."""
+
+    origin: str
+    api_key: str | None = None
+    token: str | None = None
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The credential headers if ``url`` is on :attr:`origin`, else ``{}``."""
+        if origin_of(url) != origin_of(self.origin):
+            return {}
+        headers: dict[str, str] = {}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    async def refresh(self) -> bool:
+        """Static credentials cannot be renewed."""
+        return False
+
+    def __repr__(self) -> str:
+        return (
+            f"StaticAuth(origin={self.origin!r}, api_key={_mask(self.api_key)}, "
+            f"token={_mask(self.token)})"
+        )
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a transfer is retried (``attempts`` counts the first one)."""
+
+    attempts: int = 5
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    max_retry_after_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
+
+    def backoff(self, attempt: int) -> float:
+        """Delay after failed attempt number ``attempt``: exponential, capped, jittered."""
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, repr=False)
+class TransferRequest:
+    """One file to fetch from ``url`` into ``part_path`` (which must end with ``.part``)."""
+
+    url: str
+    part_path: Path
+    expected_size: int | None = None
+    expected_checksum: Checksum | None = None
+    pool: str = "default"
+    allow_file: bool = False
+    auth: Auth | None = None
+    expected_media_type: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "part_path", Path(self.part_path))
+        if self.part_path.suffix != ".part":
+            raise ValueError(f"part_path {str(self.part_path)!r} must end with '.part'")
+
+    def __repr__(self) -> str:
+        return (
+            f"TransferRequest(url={redact_url(self.url)!r}, part_path={str(self.part_path)!r}, "
+            f"pool={self.pool!r})"
+        )
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A verified ``.part`` file: its size and the checksum computed while streaming."""
+
+    request: TransferRequest
+    size: int
+    checksum: Checksum
+    attempts: int
+    resumed: bool
+    seconds: float
+    bytes_received: int
+
+
+class _Retry(Exception):
+    """A transient failure; ``delay`` (seconds) overrides the backoff when the server set one."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.delay = delay
+
+
+class _Unauthorized(Exception):
+    """The server answered 401."""
+
+
+class _PartFile:
+    """The ``.part`` file being written and the running digest of its bytes."""
+
+    def __init__(self, path: Path, algorithm: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: BinaryIO = path.open("wb")
+        self._algorithm = algorithm
+        self._hasher: Hasher = new_hasher(algorithm)
+        self.size = 0
+
+    async def write(self, chunk: bytes) -> None:
+        """Append and hash ``chunk`` off the event loop."""
+        await asyncio.to_thread(self._append, chunk)
+
+    def _append(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hasher.update(chunk)
+        self.size += len(chunk)
+
+    def reset(self) -> None:
+        """Start again from zero bytes."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hasher = new_hasher(self._algorithm)
+        self.size = 0
+
+    async def sync(self) -> None:
+        """Flush and fsync the bytes written so far."""
+        await asyncio.to_thread(self._sync)
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def checksum(self) -> Checksum:
+        return Checksum(self._algorithm, self._hasher.hexdigest())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class _Progress:
+    """What the attempts of one HTTP transfer have achieved so far."""
+
+    part: _PartFile
+    attempts: int = 0
+    resumed: bool = False
+    received: int = 0
+    validator: str | None = None
+
+
+class TransferEngine:
+    """Fetches :class:`TransferRequest` s with one shared HTTP client and a semaphore per pool."""
+
+    def __init__(
+        self,
+        *,
+        limits: Mapping[str, int] | None = None,
+        default_limit: int = 8,
+        retry: RetryPolicy = RetryPolicy(),
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        chunk_size: int = 1 << 20,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._limits = dict(limits or {})
+        bad = {pool: n for pool, n in {**self._limits, "": default_limit}.items() if n < 1}
+        if bad:
+            raise ValueError(f"pool limits must be at least 1, got {bad}")
+        self._default_limit = default_limit
+        self._retry = retry
+        self._chunk_size = chunk_size
+        self._sleep = sleep
+        self._pools: dict[str, asyncio.Semaphore] = {}
+        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=None)
+        self._client = httpx.AsyncClient(follow_redirects=False, timeout=timeout)
+
+    async def __aenter__(self) -> TransferEngine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the shared HTTP client."""
+        await self._client.aclose()
+
+    async def fetch_all(
+        self, requests: Sequence[TransferRequest]
+    ) -> list[TransferResult | TransferError]:
+        """Fetch all ``requests`` concurrently within the pool limits; results keep their order."""
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._fetch_or_error(r)) for r in requests]
+        return [task.result() for task in tasks]
+
+    async def _fetch_or_error(self, request: TransferRequest) -> TransferResult | TransferError:
+        try:
+            return await self.fetch(request)
+        except TransferError as error:
+            return error
+
+    async def fetch(self, request: TransferRequest) -> TransferResult:
+        """Fetch and verify ``request`` into its ``.part`` file; raises :class:`TransferError`."""
+        scheme = _check_url(request, request.url)
+        async with self._pool(request.pool):
+            started = time.monotonic()
+            try:
+                return await self._fetch(request, scheme == "file", started)
+            except OSError as exc:
+                _discard(request.part_path)
+                raise TransferError(request.url, f"local I/O failed: {exc}") from None
+            except BaseException:
+                _discard(request.part_path)
+                raise
+
+    def _pool(self, name: str) -> asyncio.Semaphore:
+        if name not in self._pools:
+            self._pools[name] = asyncio.Semaphore(self._limits.get(name, self._default_limit))
+        return self._pools[name]
+
+    async def _fetch(self, request: TransferRequest, local: bool, started: float) -> TransferResult:
+        algorithm = request.expected_checksum.algorithm if request.expected_checksum else "sha256"
+        part = _PartFile(request.part_path, algorithm)
+        progress = _Progress(part)
+        try:
+            if local:
+                await self._copy_local(request, part)
+                progress.attempts, progress.received = 1, part.size
+            else:
+                await self._download(request, progress)
+            await part.sync()
+        finally:
+            part.close()
+        _verify(request, part)
+        return TransferResult(
+            request=request,
+            size=part.size,
+            checksum=part.checksum(),
+            attempts=progress.attempts,
+            resumed=progress.resumed,
+            seconds=time.monotonic() - started,
+            bytes_received=progress.received,
+        )
+
+    async def _copy_local(self, request: TransferRequest, part: _PartFile) -> None:
+        source_path = Path(url2pathname(urlsplit(request.url).path))
+        with source_path.open("rb") as source:
+            while chunk := await asyncio.to_thread(source.read, self._chunk_size):
+                await part.write(chunk)
+
+    async def _download(self, request: TransferRequest, progress: _Progress) -> None:
+        refreshed = False
+        while True:
+            progress.attempts += 1
+            try:
+                await self._attempt(request, progress)
+                return
+            except _Unauthorized:
+                if refreshed or not await _refresh(request):
+                    raise TransferError(request.url, "HTTP 401 Unauthorized") from None
+                refreshed = True
+                failure = _Retry("HTTP 401 Unauthorized", delay=0.0)
+            except _Retry as exc:
+                failure = exc
+            except _TRANSIENT as exc:
+                failure = _Retry(_describe(exc, progress.part.size))
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise TransferError(request.url, f"request failed: {type(exc).__name__}") from None
+            if progress.attempts >= self._retry.attempts:
+                raise TransferError(
+                    request.url, f"{failure.reason}; gave up after {progress.attempts} attempts"
+                )
+            delay = (
+                self._retry.backoff(progress.attempts) if failure.delay is None else failure.delay
+            )
+            if delay > 0:
+                await self._sleep(delay)
+
+    async def _attempt(self, request: TransferRequest, progress: _Progress) -> None:
+        """One request (following redirects); appends what arrives to the part file."""
+        part = progress.part
+        headers = {"Accept-Encoding": "identity"}
+        if part.size:
+            headers["Range"] = f"bytes={part.size}-"
+            if progress.validator:
+                headers["If-Range"] = progress.validator
+        async with self._open(request, headers) as response:
+            end = self._accept(request, response, progress)
+            async for chunk in response.aiter_raw(self._chunk_size):
+                progress.received += len(chunk)
+                await part.write(chunk)
+        if end is not None and part.size < end:
+            raise _Retry(f"body truncated at {part.size} of {end} bytes")
+
+    def _accept(
+        self, request: TransferRequest, response: httpx.Response, progress: _Progress
+    ) -> int | None:
+        """Check the status and headers; the size the part file should reach, if known."""
+        status, part = response.status_code, progress.part
+        if status == 200:
+            if _is_html(response.headers.get("content-type")) and not _is_html(
+                request.expected_media_type
+            ):
+                raise TransferError(
+                    request.url,
+                    "the server answered with an HTML page instead of the file "
+                    "(often a login or error page)",
+                )
+            if part.size:
+                part.reset()
+                progress.resumed = False
+            end = total = _int_or_none(response.headers.get("content-length"))
+        elif status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+            if match is None or int(match[1]) != part.size:
+                part.reset()
+                progress.resumed = False
+                raise _Retry("the server answered another byte range than the one asked for")
+            progress.resumed = progress.resumed or part.size > 0
+            end, total = int(match[2]) + 1, _int_or_none(match[3])
+        elif status == 401:
+            raise _Unauthorized
+        elif status == 429 or status >= 500:
+            delay = _retry_after(response.headers.get("retry-after"), self._retry.max_retry_after_s)
+            raise _Retry(f"HTTP {status} {response.reason_phrase}", delay)
+        else:
+            raise TransferError(request.url, f"HTTP {status} {response.reason_phrase}")
+        if part.size == 0:
+            progress.validator = _validator(response.headers)
+        expected = request.expected_size
+        if expected is not None and total is not None and total != expected:
+            raise TransferError(
+                request.url, f"size mismatch: expected {expected} bytes, the server has {total}"
+            )
+        return end
+
+    @asynccontextmanager
+    async def _open(
+        self, request: TransferRequest, headers: dict[str, str]
+    ) -> AsyncIterator[httpx.Response]:
+        """Send a GET and follow up to five redirects, with each hop's own auth headers."""
+        url = request.url
+        response = await self._send(request, url, headers)
+        redirects = 0
+        while (location := _redirect_location(response)) is not None:
+            await response.aclose()
+            if redirects == _MAX_REDIRECTS:
+                raise TransferError(request.url, f"more than {_MAX_REDIRECTS} redirects")
+            redirects += 1
+            url = str(response.url.join(location))
+            _check_url(request, url, remote_only=True)
+            response = await self._send(request, url, headers)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def _send(
+        self, request: TransferRequest, url: str, headers: dict[str, str]
+    ) -> httpx.Response:
+        auth_headers = request.auth.headers_for(url) if request.auth else {}
+        built = self._client.build_request("GET", url, headers={**headers, **auth_headers})
+        return await self._client.send(built, stream=True)
+
+
+def _check_url(request: TransferRequest, url: str, *, remote_only: bool = False) -> str:
+    """The lower-case scheme of ``url`` if ``request`` may fetch it; else :class:`TransferError`."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise TransferError(request.url, f"{redact_url(url)} is not a valid URL") from None
+    scheme = parts.scheme.lower()
+    if scheme in _REMOTE_SCHEMES:
+        return scheme
+    if remote_only:
+        raise TransferError(
+            request.url, f"redirect to {redact_url(url)} refused: only http(s) is followed"
+        )
+    if scheme != "file":
+        raise TransferError(request.url, f"unsupported scheme {scheme!r}: use http(s) or file")
+    if not request.allow_file:
+        raise TransferError(request.url, "file:// URLs are only read from local sources")
+    if parts.netloc not in {"", "localhost"}:
+        raise TransferError(request.url, "file:// URLs must name a path on this machine")
+    return scheme
+
+
+async def _refresh(request: TransferRequest) -> bool:
+    """Ask the request's credentials to renew themselves; a failing refresh is a TransferError."""
+    if request.auth is None:
+        return False
+    try:
+        return await request.auth.refresh()
+    except Exception as exc:
+        raise TransferError(
+            request.url, f"credential refresh failed: {type(exc).__name__}"
+        ) from None
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _verify(request: TransferRequest, part: _PartFile) -> None:
+    """Compare the finished part file with the expected size and checksum."""
+    if request.expected_size is not None and part.size != request.expected_size:
+        raise TransferError(
+            request.url, f"size mismatch: expected {request.expected_size} bytes, got {part.size}"
+        )
+    expected, got = request.expected_checksum, part.checksum()
+    if expected is not None and expected.hexdigest.lower() != got.hexdigest:
+        raise TransferError(
+            request.url,
+            f"checksum mismatch: expected {expected.algorithm} {expected.hexdigest.lower()}, "
+            f"got {got.hexdigest}",
+        )
+
+
+def _describe(exc: Exception, written: int) -> str:
+    detail = f": {exc}" if str(exc) else ""
+    return f"{type(exc).__name__}{detail} (after {written} bytes)"
+
+
+def _mask(secret: str | None) -> str:
+    return "'***'" if secret else "None"
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
+def _is_html(media_type: str | None) -> bool:
+    return (media_type or "").split(";")[0].strip().lower() in _HTML_TYPES
+
+
+def _validator(headers: httpx.Headers) -> str | None:
+    """The strong ETag, else Last-Modified: what ``If-Range`` may carry."""
+    etag: str | None = headers.get("etag")
+    last_modified: str | None = headers.get("last-modified")
+    return etag if etag and not etag.startswith("W/") else last_modified
+
+
+def _redirect_location(response: httpx.Response) -> str | None:
+    location: str | None = response.headers.get("location")
+    return location if response.status_code in _REDIRECT_STATUSES else None
+
+
+def _retry_after(value: str | None, cap: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date), capped at ``cap``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), cap)

@@ -1,0 +1,143 @@
+"""Loopback HTTP servers for tests: static files and a minimal paging STAC API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+@contextmanager
+def serve(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """Serve ``handler`` on 127.0.0.1, port 0; yield (base URL, request log)."""
+    log: list[dict[str, Any]] = []
+
+    class _H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _handle(self) -> None:
+            log.append({"method": self.command, "path": self.path, "headers": dict(self.headers)})
+            handler(self)
+
+        do_GET = do_POST = do_HEAD = _handle
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", log
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send(
+    h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str = "application/json"
+) -> None:
+    h.send_response(status)
+    h.send_header("Content-Type", ctype)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    if h.command != "HEAD":
+        h.wfile.write(body)
+
+
+def file_handler(root: Path, corrupt: set[str] | None = None) -> Handler:
+    """Serve files under ``root`` at ``/files/<rel>``; paths in ``corrupt`` get flipped bytes."""
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        rel = h.path.split("?")[0].removeprefix("/files/")
+        path = (root / rel).resolve()
+        if not path.is_file() or root.resolve() not in path.parents:
+            send(h, 404, b"not found", "text/plain")
+            return
+        data = path.read_bytes()
+        if corrupt and rel in corrupt:
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        send(h, 200, data, "application/octet-stream")
+
+    return handle
+
+
+def stac_api_handler(features: list[dict[str, Any]], page_size: int = 2) -> Handler:
+    """A minimal STAC API: landing page, conformance, POST /search paged with a token.
+
+    It ignores filters (the tests check what was sent, not server-side filtering).
+    """
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        host = f"http://{h.headers['Host']}"
+        path = h.path.split("?")[0]
+        if path in {"/", ""}:
+            send(
+                h,
+                200,
+                json.dumps(
+                    {
+                        "type": "Catalog",
+                        "id": "test",
+                        "stac_version": "1.1.0",
+                        "description": "t",
+                        "conformsTo": [
+                            "https://api.stacspec.org/v1.0.0/core",
+                            "https://api.stacspec.org/v1.0.0/item-search",
+                            "https://api.stacspec.org/v1.0.0/item-search#filter",
+                            "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+                            "http://www.opengis.net/spec/ogcapi-features-3/1.0/conf/filter",
+                        ],
+                        "links": [
+                            {"rel": "self", "href": f"{host}/"},
+                            {"rel": "root", "href": f"{host}/"},
+                            {
+                                "rel": "search",
+                                "href": f"{host}/search",
+                                "method": "POST",
+                                "type": "application/geo+json",
+                            },
+                        ],
+                    }
+                ).encode(),
+            )
+            return
+        if path == "/search" and h.command == "POST":
+            length = int(h.headers.get("Content-Length", 0))
+            body = json.loads(h.rfile.read(length) or b"{}")
+            start = int(body.get("token", 0))
+            page = features[start : start + page_size]
+            links = []
+            if start + page_size < len(features):
+                links.append(
+                    {
+                        "rel": "next",
+                        "href": f"{host}/search",
+                        "method": "POST",
+                        "body": {**body, "token": str(start + page_size)},
+                        "merge": False,
+                    }
+                )
+            send(
+                h,
+                200,
+                json.dumps(
+                    {
+                        "type": "FeatureCollection",
+                        "features": page,
+                        "links": links,
+                    }
+                ).encode(),
+                "application/geo+json",
+            )
+            return
+        send(h, 500, b'{"code":"Boom","description":"server exploded"}')
+
+    return handle

@@ -1,0 +1,289 @@
+"""The three assets through Dagster, on the embedded default (the generated AUXIP sample)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
+from aux_assets.checksums import Checksum, file_checksum
+from aux_assets.io import JsonPartitionIOManager
+from aux_assets.products import ProductsFileError, load_products
+from aux_assets.resources import build_resources
+from aux_assets.sample import ensure_sample
+from aux_assets.storage import local_path_of
+
+ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
+DAY = "2026-01-05"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_sample(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shared") / "sample"
+    ensure_sample(root)
+    return root
+
+
+@pytest.fixture
+def home(tmp_path, shared_sample) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    return home
+
+
+def _resources(home: Path, **env: str) -> dict:
+    full = {"AUX_ASSETS_HOME": str(home), **env}
+    return {**build_resources(full), IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io"))}
+
+
+def _run(home: Path, partition: str = DAY, config: dict | None = None, **env: str):
+    run_config = {"ops": {"aux_search_results": {"config": config}}} if config else None
+    return dg.materialize(
+        ASSETS,
+        partition_key=partition,
+        resources=_resources(home, **env),
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _doc(home: Path, asset: str, partition: str = DAY) -> dict:
+    return json.loads((home / "io" / asset / f"{partition}.json").read_text())
+
+
+def _checks(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+
+
+def _files(home: Path) -> list[Path]:
+    return (
+        [p for p in (home / "storage").rglob("*") if p.is_file()]
+        if (home / "storage").exists()
+        else []
+    )
+
+
+def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
+    result = _run(home)
+    assert result.success
+    assert _checks(result) == {
+        "mandatory_candidates": True,
+        "all_staged_verified": True,
+        "catalog_coverage_complete": True,
+    }
+    catalog = _doc(home, "aux_catalog_items")
+    mandatory = {
+        p.product_type
+        for p in load_products(Path(build_resources({})["products"].path)).products
+        if p.mandatory
+    }
+    assert set(catalog["coverage"]) == mandatory and all(catalog["coverage"].values())
+    n_assets = 0
+    for product in catalog["products"]:
+        for feature in product["items"]["features"]:
+            assert feature["collection"] == product["collection"]
+            for asset in feature["assets"].values():
+                path = local_path_of(asset["href"])
+                assert path is not None and path.is_relative_to(home / "storage")
+                expected = Checksum.parse(asset["file:checksum"])
+                assert file_checksum(str(path), expected.algorithm) == expected
+                assert path.stat().st_size == asset["file:size"]
+                assert asset["alternate"]["source"]["href"].startswith("file://")
+                n_assets += 1
+    assert n_assets >= 20
+    assert not [p for p in _files(home) if p.name.endswith(".part")]
+    mat = result.asset_materializations_for_node("aux_catalog_items")[0]
+    summary = mat.metadata["summary"].value
+    assert "| product type | selected item | policy | storage href | size | checksum |" in summary
+    assert "AUX_POEORB" in summary and "ClosestStartValidity" in summary
+    staged_meta = result.asset_materializations_for_node("aux_staged_items")[0].metadata
+    assert staged_meta["n_staged"].value > 0 and staged_meta["bytes_staged"].value > 0
+
+    again = _run(home)
+    assert again.success
+    meta = again.asset_materializations_for_node("aux_staged_items")[0].metadata
+    assert meta["n_staged"].value == 0 and meta["bytes_staged"].value == 0
+    assert meta["n_present"].value == staged_meta["n_staged"].value
+
+
+def test_selection_policies_show_in_the_search_document(home):
+    assert _run(home, config={"product_types": ["AUX_POEORB", "AUX_WND", "AX___FRO_AX"]}).success
+    doc = _doc(home, "aux_search_results")
+    by_type = {p["product_type"]: p for p in doc["products"]}
+    assert set(by_type) == {"AUX_POEORB", "AUX_WND", "AX___FRO_AX"}
+    poe = by_type["AUX_POEORB"]
+    assert {f["properties"]["platform"] for f in poe["selected"]["features"]} == {
+        "sentinel-1a",
+        "sentinel-1c",
+    }
+    assert poe["filter"]["args"][2]["op"] == "<="  # the inclusive cover filter we sent
+    (wnd,) = by_type["AUX_WND"]["selected"]["features"]
+    assert wnd["properties"]["start_datetime"] == wnd["properties"]["end_datetime"]
+    for f in by_type["AX___FRO_AX"]["selected"]["features"]:
+        assert f["properties"]["start_datetime"] < "2026-01-04T22:03:20"  # 7000 s margin
+
+
+def test_range_run_is_one_run_with_a_document_per_day(home):
+    resources = _resources(home)
+    job = dg.Definitions(assets=ASSETS, resources=resources).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-03",
+            "dagster/asset_partition_range_end": "2026-01-05",
+        },
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert result.success
+    for day in ("2026-01-03", "2026-01-04", "2026-01-05"):
+        doc = _doc(home, "aux_catalog_items", day)
+        assert doc["partition"] == day and all(doc["coverage"].values())
+    staged = [
+        o
+        for day in ("2026-01-03", "2026-01-04", "2026-01-05")
+        for p in _doc(home, "aux_staged_items", day)["products"]
+        for o in p["items"]
+    ]
+    assert {o["status"] for o in staged} == {"staged"}
+
+
+def test_raw_cql2_filter_stages_every_match(home):
+    config = {
+        "filter": "\"product:type\" = 'AUX_WND' "
+        "AND start_datetime >= TIMESTAMP('2026-01-05T00:00:00Z') "
+        "AND start_datetime < TIMESTAMP('2026-01-05T12:00:00Z')",
+        "collection": "adhoc",
+    }
+    result = _run(home, config=config)
+    assert result.success
+    (product,) = _doc(home, "aux_search_results")["products"]
+    assert product["product_type"] == "cql2" and product["n_candidates"] >= 2
+    staged = _doc(home, "aux_staged_items")["products"][0]["items"]
+    assert len(staged) == product["n_candidates"]
+    assert {o["status"] for o in staged} == {"staged"} and {o["collection"] for o in staged} == {
+        "adhoc"
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        ({"filter": "product:type = ", "collection": "x"}, {}, "config filter is not valid CQL2"),
+        ({"filter": '{"op": "bogus", "args": []}', "collection": "x"}, {}, "unknown CQL2 operator"),
+        ({"filter": "id = 'a'"}, {}, "config collection is required"),
+        ({"filter": "id = 'a'", "collection": "x", "source": "ftp"}, {}, "unknown source 'ftp'"),
+        ({"filter": "id = 'a'", "collection": "../x"}, {}, "collection id '../x'"),
+        ({"product_types": ["NOPE"]}, {}, "unknown product type(s) NOPE"),
+        (
+            {"window_start": "2026-01-05T10:00:00Z", "window_end": "2026-01-05T09:00:00Z"},
+            {},
+            "window_end 2026-01-05T09:00:00+00:00 is before window_start",
+        ),
+        ({"window_start": "yesterday", "window_end": "x"}, {}, "window_start='yesterday'"),
+        (
+            {"filter": "id = 'a'", "collection": "x", "source": "lta"},
+            {},
+            "LTA auxiliary product search is not supported yet: no LTA STAC endpoint is configured",
+        ),
+        ({"filter": "id = 'a'", "collection": "x", "source": "prip"}, {}, "set AUX_PRIP_URL"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_error_and_writes_nothing(home, config, env, message):
+    result = _run(home, config=config, **env)
+    assert not result.success
+    failure = result.failure_data_for_node("aux_search_results")
+    assert failure is not None
+    assert message in (failure.error.message + str(failure.user_failure_data))
+    assert _files(home) == [] and not (home / "catalog").exists()
+
+
+def test_invalid_products_file_fails_at_definitions_load(tmp_path):
+    bad = tmp_path / "products.yaml"
+    bad.write_text("products:\n  - {product_type: AUX_WND, collection: s1-aux, policy: Nearest}\n")
+    with pytest.raises(ProductsFileError) as err:
+        build_resources({"AUX_PRODUCTS_FILE": str(bad), "AUX_ASSETS_HOME": str(tmp_path)})
+    assert f"{bad}: products[0] (AUX_WND): field 'policy': unknown policy 'Nearest'" in str(
+        err.value
+    )
+
+
+def test_failed_item_fails_the_run_keeps_the_rest_and_rerun_stages_only_it(tmp_path, shared_sample):
+    home = tmp_path / "home"
+    shutil.copytree(shared_sample, home / "sample")
+    first = _run(home, config={"product_types": ["AUX_POEORB"]})  # learn what gets selected
+    assert first.success
+    selected = _doc(home, "aux_search_results")["products"][0]["selected"]["features"]
+    victim = selected[0]
+    (asset,) = victim["assets"].values()
+    source_file = local_path_of(asset["href"])
+    original = source_file.read_bytes()
+    shutil.rmtree(home / "storage")
+    shutil.rmtree(home / "catalog")
+    source_file.write_bytes(b"X" + original[1:])  # same size, wrong checksum
+
+    broken = _run(home, config={"product_types": ["AUX_POEORB"]})
+    assert not broken.success
+    assert _checks(broken)["all_staged_verified"] is False
+    outcomes = {o["item_id"]: o for o in _doc(home, "aux_staged_items")["products"][0]["items"]}
+    assert outcomes[victim["id"]]["status"] == "failed"
+    assert "checksum mismatch" in outcomes[victim["id"]]["reason"]
+    others = [o for i, o in outcomes.items() if i != victim["id"]]
+    assert others and all(o["status"] == "staged" for o in others)
+    assert not (home / "catalog" / "s1-aux" / victim["id"]).exists()
+
+    source_file.write_bytes(original)
+    fixed = _run(home, config={"product_types": ["AUX_POEORB"]})
+    assert fixed.success
+    outcomes = {
+        o["item_id"]: o["status"] for o in _doc(home, "aux_staged_items")["products"][0]["items"]
+    }
+    assert outcomes.pop(victim["id"]) == "staged"
+    assert set(outcomes.values()) == {"present"}
+
+
+def test_dagster_cli_materializes_with_the_multiprocess_executor(home):
+    env = {
+        **os.environ,
+        "AUX_ASSETS_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+    }
+    (home / "dagster").mkdir()
+    bin_dir = Path(sys.executable).parent
+    cli = subprocess.run(
+        [
+            str(bin_dir / "dagster"),
+            "asset",
+            "materialize",
+            "-m",
+            "aux_assets.definitions",
+            "--select",
+            "aux_search_results,aux_staged_items,aux_catalog_items",
+            "--partition",
+            DAY,
+        ],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stdout[-3000:] + cli.stderr[-3000:]
+    assert "RUN_SUCCESS" in cli.stdout + cli.stderr
+    assert "multiprocess" in (cli.stdout + cli.stderr).lower()
+    report = subprocess.run(
+        [sys.executable, "-m", "aux_assets.report", DAY],
+        env=env,
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    assert "coverage: complete" in report.stdout and "AUX_POEORB" in report.stdout

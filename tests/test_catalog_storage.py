@@ -1,0 +1,113 @@
+import threading
+
+import pystac
+import pytest
+
+from aux_assets.catalog import LocalCatalog, open_catalog
+from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id
+from aux_assets.storage import LocalStorage, StorageError, local_path_of, open_storage
+
+
+def _item(item_id: str, start: str = "2026-01-05T00:00:00Z", end: str = "2026-01-06T00:00:00Z"):
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": item_id,
+            "geometry": None,
+            "properties": {"datetime": None, "start_datetime": start, "end_datetime": end},
+            "assets": {"f": {"href": f"file:///data/{item_id}.EOF"}},
+            "links": [],
+        }
+    )
+
+
+def test_local_catalog_is_a_valid_static_stac_catalog(tmp_path):
+    catalog = LocalCatalog(tmp_path / "cat")
+    catalog.ensure_collection("s1-aux")
+    catalog.upsert("s1-aux", [_item("A"), _item("B", end="9999-12-31T23:59:59Z")])
+    catalog.upsert("s1-aux", [_item("A")])  # upsert again: no duplicate link
+    root = pystac.Catalog.from_file(str(tmp_path / "cat" / "catalog.json"))
+    (collection,) = list(root.get_children())
+    assert collection.id == "s1-aux"
+    assert sorted(i.id for i in collection.get_items()) == ["A", "B"]
+    interval = collection.extent.temporal.intervals[0]
+    assert interval[0].isoformat().startswith("2026-01-05")
+    assert interval[1].year == 9999
+    assert not list((tmp_path / "cat").rglob("*.tmp"))
+
+
+def test_get_items_is_one_batched_lookup(tmp_path):
+    catalog = LocalCatalog(tmp_path)
+    catalog.upsert("s2-aux", [_item("A"), _item("C")])
+    found = catalog.get_items("s2-aux", ["A", "B", "C", "A"])
+    assert sorted(found) == ["A", "C"] and catalog.lookups == 1
+    assert found["A"].assets["f"].href == "file:///data/A.EOF"
+    assert catalog.get_items("nothing-here", ["A"]) == {}
+
+
+def test_concurrent_upserts_keep_every_link(tmp_path):
+    catalog = LocalCatalog(tmp_path)
+
+    def write(prefix: str) -> None:
+        for i in range(20):
+            LocalCatalog(tmp_path).upsert("s3-aux", [_item(f"{prefix}{i}")])
+
+    threads = [threading.Thread(target=write, args=(p,)) for p in "XYZ"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    collection = pystac.Collection.from_file(str(tmp_path / "s3-aux" / "collection.json"))
+    assert len(list(collection.get_items())) == 60
+    assert len(catalog.get_items("s3-aux", [f"X{i}" for i in range(20)])) == 20
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/b", "a:b", "a\x00b", "..", "", "a'b", "x y"])
+def test_unsafe_item_ids_are_refused(tmp_path, bad):
+    with pytest.raises(UnsafeNameError):
+        check_item_id(bad)
+    with pytest.raises(UnsafeNameError):
+        LocalCatalog(tmp_path).upsert("s1-aux", [_item("ok"), _item_with_id(bad)])
+    assert not (tmp_path / "s1-aux").exists()
+
+
+def _item_with_id(item_id: str) -> pystac.Item:
+    item = _item("placeholder")
+    item.id = item_id
+    return item
+
+
+def test_collection_ids_are_checked():
+    assert check_collection_id("s1-aux") == "s1-aux"
+    for bad in ["../c", "c/d", "-x", "a b"]:
+        with pytest.raises(UnsafeNameError):
+            check_collection_id(bad)
+
+
+def test_local_storage_commits_atomically(tmp_path):
+    storage = LocalStorage(tmp_path / "store")
+    part = storage.part_path("s1-aux/ITEM/ITEM.EOF")
+    assert part.name.endswith(".part") and part.name.startswith(".ITEM.EOF.")
+    assert part != storage.part_path("s1-aux/ITEM/ITEM.EOF")  # two runs never share a part
+    part.write_bytes(b"data")
+    href = storage.commit(part, "s1-aux/ITEM/ITEM.EOF")
+    assert local_path_of(href).read_bytes() == b"data" and not part.exists()
+    assert storage.stat("s1-aux/ITEM/ITEM.EOF") == 4 and storage.exists(href)
+    assert storage.stat("s1-aux/ITEM/missing") is None
+    tree = storage.scratch_dir("s1-aux/ITEM/X.SAFE.zip")
+    (tree / "X.SAFE").mkdir(parents=True)
+    (tree / "X.SAFE" / "manifest.safe").write_text("m")
+    hrefs = storage.commit_tree(tree, "s1-aux/ITEM")
+    assert list(hrefs) == ["X.SAFE/manifest.safe"] and not tree.exists()
+    assert local_path_of(hrefs["X.SAFE/manifest.safe"]).read_text() == "m"
+    with pytest.raises(UnsafeNameError):
+        storage.part_path("s1-aux/../../etc/passwd")
+
+
+def test_open_storage_and_catalog_urls(tmp_path):
+    assert isinstance(open_storage(None, tmp_path), LocalStorage)
+    assert open_storage((tmp_path / "s").as_uri(), tmp_path).root == (tmp_path / "s")
+    with pytest.raises(StorageError, match="not supported yet"):
+        open_storage("gs://bucket", tmp_path)
+    assert isinstance(open_catalog(None, tmp_path), LocalCatalog)

@@ -1,0 +1,176 @@
+import json
+from datetime import UTC, datetime
+
+import pystac
+import pytest
+
+from aux_assets.filters import FilterError, window_filter
+from aux_assets.search import (
+    LocalStacSource,
+    SearchError,
+    SearchRequest,
+    StacApiSource,
+    UnconfiguredSource,
+    open_source,
+)
+from aux_assets.transfer import StaticAuth, origin_of
+from tests.servers import serve, stac_api_handler
+
+
+def _feature(i: int, start: str, end: str, ptype: str = "AUX_RESORB") -> dict:
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": f"ITEM_{i}",
+        "collection": "aux",
+        "geometry": None,
+        "properties": {
+            "datetime": None,
+            "start_datetime": start,
+            "end_datetime": end,
+            "product:type": ptype,
+            "processing:datetime": f"2026-01-0{i % 9 + 1}T00:00:00Z",
+        },
+        "assets": {f"ITEM_{i}.EOF": {"href": f"./ITEM_{i}.EOF"}},
+        "links": [],
+    }
+
+
+FEATURES = [
+    _feature(1, "2026-01-04T22:59:42Z", "2026-01-06T00:59:42Z", "AUX_POEORB"),
+    _feature(2, "2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z", "AUX_POEORB"),  # edges
+    _feature(3, "2026-01-05T01:00:00Z", "2026-01-05T04:17:30Z"),
+    _feature(4, "2026-01-06T00:00:01Z", "2026-01-07T00:00:00Z", "AUX_POEORB"),
+    _feature(5, "2026-01-05T12:00:00Z", "2026-01-05T12:00:00Z", "AUX_WND"),
+]
+DAY = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
+
+
+@pytest.fixture
+def static_collection(tmp_path):
+    coll = pystac.Collection(
+        "aux",
+        "test",
+        pystac.Extent(
+            pystac.SpatialExtent([[-180, -90, 180, 90]]), pystac.TemporalExtent([[None, None]])
+        ),
+    )
+    for f in FEATURES:
+        coll.add_item(pystac.Item.from_dict(f))
+    coll.normalize_hrefs(str(tmp_path / "src"))
+    coll.save(pystac.CatalogType.SELF_CONTAINED)
+    return tmp_path / "src" / "collection.json"
+
+
+def test_local_source_applies_inclusive_cover_filter(static_collection):
+    source = open_source("auxip", static_collection.as_uri())
+    assert isinstance(source, LocalStacSource) and source.local
+    cql = window_filter("AUX_POEORB", *DAY, "cover")
+    items = source.search(SearchRequest(filter=cql))
+    assert sorted(i.id for i in items) == ["ITEM_1", "ITEM_2"]
+    href = items[0].assets[f"{items[0].id}.EOF"].href
+    assert href.startswith("file:///") and href.endswith(f"{items[0].id}.EOF")
+
+
+def test_local_source_item_collection_limit_datetime_sortby(tmp_path):
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": FEATURES}))
+    source = open_source("prip", str(path))
+    assert len(source.search(SearchRequest())) == 5
+    assert len(source.search(SearchRequest(limit=2))) == 2
+    got = source.search(SearchRequest(datetime="2026-01-05T11:00:00Z/2026-01-05T13:00:00Z"))
+    assert sorted(i.id for i in got) == ["ITEM_1", "ITEM_2", "ITEM_5"]
+    desc = source.search(
+        SearchRequest(sortby=({"field": "properties.start_datetime", "direction": "desc"},))
+    )
+    assert [i.id for i in desc][:2] == ["ITEM_4", "ITEM_5"]
+    assert source.search(SearchRequest(collections=("other",))) == []
+
+
+def test_local_source_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(SearchError, match="file not found"):
+        open_source("auxip", (tmp_path / "nope.json").as_uri()).search(SearchRequest())
+
+
+def test_stac_api_source_follows_all_pages_and_caps_with_limit():
+    with serve(stac_api_handler(FEATURES, page_size=2)) as (url, log):
+        source = open_source("auxip", url)
+        assert isinstance(source, StacApiSource)
+        cql = window_filter("AUX_POEORB", *DAY, "cover")
+        items = source.search(SearchRequest(filter=cql))
+        assert [i.id for i in items] == [f["id"] for f in FEATURES]
+        posts = [r for r in log if r["method"] == "POST"]
+        assert len(posts) == 3
+        capped = source.search(SearchRequest(filter=cql, limit=3))
+        assert len(capped) == 3
+
+
+def test_stac_api_source_sends_credentials_only_to_its_origin():
+    with serve(stac_api_handler(FEATURES)) as (url, log):
+        auth = StaticAuth(origin=origin_of(url), api_key="s3cr3t-key")
+        StacApiSource("auxip", url, auth=auth).search(SearchRequest(limit=1))
+        assert all(r["headers"].get("x-api-key") == "s3cr3t-key" for r in log)
+        other = StaticAuth(origin="http://elsewhere.example:80", api_key="s3cr3t-key")
+        log.clear()
+        StacApiSource("auxip", url, auth=other).search(SearchRequest(limit=1))
+        assert all("x-api-key" not in {k.lower() for k in r["headers"]} for r in log)
+
+
+def test_stac_api_errors_name_source_and_url_never_the_secret():
+    def broken(h):
+        if h.path in {"/", ""}:
+            stac_api_handler(FEATURES)(h)
+        else:
+            h.send_response(500)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+    with serve(broken) as (url, _):
+        auth = StaticAuth(origin=origin_of(url), token="tok-s3cr3t")
+        with pytest.raises(SearchError) as err:
+            StacApiSource("cadip", f"{url}/?token=tok-s3cr3t", auth=auth).search(SearchRequest())
+        message = str(err.value)
+        assert "cadip" in message and "127.0.0.1" in message
+        assert "s3cr3t" not in message
+
+
+def test_unreachable_api_is_a_search_error():
+    with serve(stac_api_handler(FEATURES)) as (url, _):
+        pass  # closed: nothing listens there any more
+    with pytest.raises(SearchError, match=r"search in cdse at http://127\.0\.0\.1"):
+        StacApiSource("cdse", url, timeout_s=2).search(SearchRequest())
+
+
+def test_unconfigured_sources_explain_how_to_configure():
+    with pytest.raises(SearchError) as err:
+        open_source("lta", None).search(SearchRequest())
+    assert str(err.value) == (
+        "LTA auxiliary product search is not supported yet: no LTA STAC endpoint is configured"
+    )
+    assert "set AUX_PRIP_URL" in UnconfiguredSource("prip").message()
+    with pytest.raises(SearchError, match=r"scheme 'ftp' is not supported"):
+        open_source("prip", "ftp://host/stac")
+
+
+def test_search_request_from_seed_body():
+    body = {
+        "filter": {"op": "=", "args": [{"property": "product:type"}, "AUX_WND"]},
+        "limit": 3,
+        "sortby": [],
+        "timestamp": "2026-01-05T00:00:00Z/..",
+        "ignored": True,
+    }
+    request = SearchRequest.from_body(body, timeout_s=5)
+    assert request.limit == 3 and request.sortby is None and request.timeout_s == 5
+    assert request.datetime == "2026-01-05T00:00:00Z/.."
+    with pytest.raises(FilterError, match="filter is not valid CQL2"):
+        SearchRequest.from_body({"filter": "product:type = "})
+
+
+def test_open_ended_9999_validity_matches_despite_cql2_overflow(tmp_path):
+    far = _feature(9, "2025-05-24T11:03:33Z", "9999-12-31T23:59:59Z", "MPL_ORBSCT")
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [far]}))
+    cql = window_filter("MPL_ORBSCT", *DAY, "cover")
+    (item,) = open_source("auxip", str(path)).search(SearchRequest(filter=cql))
+    assert item.properties["end_datetime"] == "9999-12-31T23:59:59Z"  # returned unchanged

@@ -1,0 +1,735 @@
+"""Tests for aux_assets.selection: the ESA ValCover-family selection policies."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pystac
+import pytest
+
+from aux_assets.selection import (
+    POLICIES,
+    UnknownPolicyError,
+    Validity,
+    check_policy,
+    generation_time,
+    policy_window_kind,
+    processing_window,
+    select,
+    validity,
+)
+
+OPEN_END = "9999-12-31T23:59:59Z"
+
+
+def t(text: str) -> datetime:
+    """An aware UTC datetime from 'YYYY-MM-DDTHH:MM:SS'."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def make_item(
+    item_id: str,
+    start: datetime | str | None,
+    end: datetime | str | None,
+    gen: datetime | str | None = None,
+    published: datetime | str | None = None,
+    **extra: Any,
+) -> pystac.Item:
+    """A STAC item with validity [start, end], processing:datetime and published.
+
+    Strings are used as they are (to test parsing); ``end=None`` makes an open-ended item.
+    """
+
+    def text(value: datetime | str) -> str:
+        return value if isinstance(value, str) else iso(value)
+
+    props: dict[str, Any] = dict(extra)
+    if start is not None:
+        props["start_datetime"] = text(start)
+    if end is not None:
+        props["end_datetime"] = text(end)
+    if gen is not None:
+        props["processing:datetime"] = text(gen)
+    if published is not None:
+        props["published"] = text(published)
+    anchor = start if isinstance(start, datetime) else t("2000-01-01T00:00:00")
+    return pystac.Item(item_id, None, None, anchor, props)
+
+
+def ids(items: list[pystac.Item]) -> list[str]:
+    return [item.id for item in items]
+
+
+def sel_ids(
+    items: list[pystac.Item], policy: str, start: datetime, end: datetime, **kw: Any
+) -> list[str]:
+    return ids(select(items, policy, start, end, **kw))
+
+
+# --------------------------------------------------------------------------- registry, errors
+
+
+def test_policies_are_exactly_the_contract() -> None:
+    assert POLICIES == (
+        "ValCover",
+        "LatestValCover",
+        "ValIntersect",
+        "LatestValIntersect",
+        "ValIntersectWithoutDuplicate",
+        "LatestValidity",
+        "LatestStopValidity",
+        "LatestValidityClosest",
+        "ClosestStartValidity",
+        "ClosestStopValidity",
+        "BestCentredCover",
+        "LatestValCoverClosest",
+        "LargestOverlap",
+        "LargestOverlap85",
+        "LatestGeneration",
+    )
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_policy_accepts_empty_input(policy: str) -> None:
+    assert check_policy(policy) == policy
+    assert select([], policy, t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00")) == []
+
+
+def test_unknown_policy_lists_valid_names() -> None:
+    with pytest.raises(UnknownPolicyError) as info:
+        select([], "LatestValcover", t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00"))
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "'LatestValcover'" in message
+    assert "did you mean 'LatestValCover'" in message
+    for name in POLICIES:
+        assert name in message
+    with pytest.raises(UnknownPolicyError):
+        check_policy("ValIntersectWithoutDuplicates")
+    with pytest.raises(UnknownPolicyError):
+        policy_window_kind("Nope")
+
+
+def test_policy_window_kind() -> None:
+    kinds = {policy: policy_window_kind(policy) for policy in POLICIES}
+    assert {p for p, k in kinds.items() if k == "cover"} == {
+        "ValCover",
+        "LatestValCover",
+        "BestCentredCover",
+        "LatestValCoverClosest",
+    }
+    assert {p for p, k in kinds.items() if k == "intersect"} == {
+        "ValIntersect",
+        "LatestValIntersect",
+        "ValIntersectWithoutDuplicate",
+        "LargestOverlap",
+        "LargestOverlap85",
+    }
+    assert {p for p, k in kinds.items() if k == "any"} == {
+        "LatestValidity",
+        "LatestStopValidity",
+        "LatestValidityClosest",
+        "ClosestStartValidity",
+        "ClosestStopValidity",
+        "LatestGeneration",
+    }
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "kw", "match"),
+    [
+        (t("2024-01-02T00:00:00"), t("2024-01-01T00:00:00"), {}, "before its start"),
+        (datetime(2024, 1, 1), t("2024-01-02T00:00:00"), {}, "naive"),
+        (t("2024-01-01T00:00:00"), datetime(2024, 1, 2), {}, "naive"),
+        (t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00"), {"margin_before_s": -1}, ">= 0"),
+        (t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00"), {"margin_after_s": -0.5}, ">= 0"),
+        (
+            t("2024-01-01T00:00:00"),
+            t("2024-01-02T00:00:00"),
+            {"margin_after_s": float("nan")},
+            "finite",
+        ),
+        (t("0001-01-01T00:00:00"), t("2024-01-02T00:00:00"), {"margin_before_s": 60}, "range"),
+    ],
+)
+def test_invalid_windows(start: datetime, end: datetime, kw: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        select([], "ValCover", start, end, **kw)
+
+
+def test_processing_window_applies_margins_in_utc() -> None:
+    cet = timezone(timedelta(hours=1))
+    w = processing_window(
+        datetime(2024, 4, 12, 11, 0, tzinfo=cet), t("2024-04-12T10:25:00"), 7000, 60
+    )
+    assert w == Validity(t("2024-04-12T08:03:20"), t("2024-04-12T10:26:00"))
+    assert w.start.tzinfo is UTC
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_item_without_dates_is_an_error_naming_it(policy: str) -> None:
+    good = make_item("good", t("2024-01-01T00:00:00"), t("2024-01-03T00:00:00"))
+    bad = make_item("S1__AUX_WND_broken", t("2024-01-01T00:00:00"), t("2024-01-03T00:00:00"))
+    del bad.properties["start_datetime"], bad.properties["end_datetime"]
+    bad.datetime = None
+    with pytest.raises(ValueError, match="S1__AUX_WND_broken"):
+        select([good, bad], policy, t("2024-01-02T00:00:00"), t("2024-01-02T01:00:00"))
+
+
+def test_bad_item_dates_are_errors_naming_the_item() -> None:
+    garbage = make_item("garbage", "yesterday", "2024-01-02T00:00:00Z")
+    with pytest.raises(ValueError, match=r"garbage.*start_datetime"):
+        validity(garbage)
+    reversed_item = make_item("reversed", t("2024-01-02T00:00:00"), t("2024-01-01T00:00:00"))
+    with pytest.raises(ValueError, match=r"reversed.*before"):
+        validity(reversed_item)
+    bad_gen = make_item("bad-gen", t("2024-01-01T00:00:00"), None, gen="soon")
+    with pytest.raises(ValueError, match=r"bad-gen.*processing:datetime"):
+        generation_time(bad_gen)
+
+
+# --------------------------------------------------------------------------- item dates
+
+
+def test_validity_reading() -> None:
+    closed = make_item("closed", "2024-01-01T00:00:00.123Z", "2024-01-02t00:00:00z")
+    assert validity(closed) == Validity(t("2024-01-01T00:00:00.123000"), t("2024-01-02T00:00:00"))
+    offset = make_item("offset", "2024-01-01T01:00:00+01:00", "2024-01-01T12:00:00")  # naive end
+    assert validity(offset) == Validity(t("2024-01-01T00:00:00"), t("2024-01-01T12:00:00"))
+    assert validity(offset).end.tzinfo is UTC
+
+    open_ended = make_item("open", t("2024-01-01T00:00:00"), None)
+    assert validity(open_ended).end == datetime.max.replace(tzinfo=UTC)
+
+    open_start = make_item("open-start", None, t("2024-01-01T00:00:00"))
+    assert validity(open_start).start == datetime.min.replace(tzinfo=UTC)
+
+    instant = pystac.Item("instant", None, None, t("2024-01-01T06:00:00"), {})
+    assert validity(instant) == Validity(t("2024-01-01T06:00:00"), t("2024-01-01T06:00:00"))
+
+    far = make_item("far", t("2020-01-01T00:00:00"), OPEN_END)
+    assert validity(far).end == t("9999-12-31T23:59:59")
+
+
+def test_generation_time_fallbacks() -> None:
+    base = t("2024-01-01T00:00:00")
+    item = make_item("x", base, None, created="2024-01-03T00:00:00Z")
+    assert generation_time(item) == t("2024-01-03T00:00:00")
+    item.properties["published"] = "2024-01-02T00:00:00Z"
+    assert generation_time(item) == t("2024-01-02T00:00:00")
+    item.properties["processing:datetime"] = "2024-01-01T12:00:00Z"
+    assert generation_time(item) == t("2024-01-01T12:00:00")
+    assert generation_time(make_item("bare", base, None)) == datetime.min.replace(tzinfo=UTC)
+
+
+# --------------------------------------------------------------------------- ValCover, edges
+
+
+POE_VS = t("2024-04-11T22:59:42")
+POE_VE = t("2024-04-13T00:59:42")
+
+
+def test_valcover_bounds_are_inclusive_on_file_edges() -> None:
+    poe = make_item("POE", POE_VS, POE_VE, POE_VS + timedelta(days=21, hours=7))
+    # The window starts and ends exactly on the file's validity edges.
+    assert sel_ids([poe], "ValCover", POE_VS, POE_VE) == ["POE"]
+    assert sel_ids([poe], "LatestValCover", POE_VS, POE_VS + timedelta(seconds=25)) == ["POE"]
+    assert sel_ids([poe], "LatestValCover", POE_VE - timedelta(seconds=25), POE_VE) == ["POE"]
+    # A strict implementation (CQL2 T_CONTAINS, COPRS: vs < W0 and ve > W1) would reject it.
+    v = validity(poe)
+    assert not (v.start < POE_VS and v.end > POE_VE)
+    # One microsecond outside either edge: no longer covered.
+    tick = timedelta(microseconds=1)
+    assert sel_ids([poe], "ValCover", POE_VS - tick, POE_VE) == []
+    assert sel_ids([poe], "ValCover", POE_VS, POE_VE + tick) == []
+
+
+def test_multi_result_order_is_validity_then_generation_then_id() -> None:
+    start, end = t("2024-01-01T00:00:00"), t("2024-01-10T00:00:00")
+    items = [
+        make_item("d", start, end, t("2024-01-02T00:00:00")),
+        make_item("c", start, end, t("2024-01-01T00:00:00")),
+        make_item("b", start - timedelta(days=1), end, t("2024-01-05T00:00:00")),
+        make_item("a2", start, end + timedelta(days=1), t("2023-01-01T00:00:00")),
+        make_item("a1", start, end + timedelta(days=1), t("2023-01-01T00:00:00")),
+    ]
+    window = (t("2024-01-02T00:00:00"), t("2024-01-03T00:00:00"))
+    assert sel_ids(items, "ValCover", *window) == ["b", "c", "d", "a1", "a2"]
+    assert sel_ids(items, "ValIntersect", *window) == ["b", "c", "d", "a1", "a2"]
+
+
+# --------------------------------------------------------------------------- S1 orbits
+
+
+def resorb(k: int) -> pystac.Item:
+    vs = t("2024-04-01T00:00:00") + k * timedelta(minutes=98.6)
+    ve = vs + timedelta(hours=3, minutes=17, seconds=30)
+    gen = ve + timedelta(minutes=30)
+    return make_item(f"RES_{k:03d}", vs, ve, gen, gen + timedelta(minutes=5))
+
+
+def poeorb(day: datetime, regenerated: bool = False) -> pystac.Item:
+    vs = day - timedelta(hours=1, seconds=18)
+    ve = day + timedelta(days=1, minutes=59, seconds=42)
+    gen = vs + timedelta(days=21, hours=7) + (timedelta(days=400) if regenerated else timedelta())
+    name = f"POE_{day:%Y%m%d}" + ("_v2" if regenerated else "")
+    return make_item(name, vs, ve, gen, gen + timedelta(minutes=10))
+
+
+def test_s1_slice_two_resorb_and_one_poeorb() -> None:
+    resorbs = [resorb(k) for k in range(60)]
+    poeorbs = [poeorb(t("2024-04-01T00:00:00") + timedelta(days=d)) for d in range(4)]
+    # Slice of 25 s inside the overlap of RES_020 and RES_021 (k·98.6 min grid).
+    start = t("2024-04-01T00:00:00") + 21 * timedelta(minutes=98.6) + timedelta(minutes=30)
+    end = start + timedelta(seconds=25)
+    assert sel_ids(resorbs, "ValCover", start, end) == ["RES_020", "RES_021"]
+    assert sel_ids(resorbs, "LatestValCover", start, end) == ["RES_021"]
+    assert sel_ids(poeorbs, "ValCover", start, end) == ["POE_20240402"]
+    assert sel_ids(poeorbs, "LatestValCover", start, end) == ["POE_20240402"]
+    # Near midnight, two POEORB overlap; the newest generation wins.
+    late = t("2024-04-02T23:30:00")
+    assert sel_ids(poeorbs, "ValCover", late, late + timedelta(seconds=25)) == [
+        "POE_20240402",
+        "POE_20240403",
+    ]
+    assert sel_ids(poeorbs, "LatestValCover", late, late + timedelta(seconds=25)) == [
+        "POE_20240403"
+    ]
+    # A re-published POEORB (same validity, newer generation) replaces the original.
+    again = [*poeorbs, poeorb(t("2024-04-02T00:00:00"), regenerated=True)]
+    assert sel_ids(again, "LatestValCover", start, end) == ["POE_20240402_v2"]
+
+
+# --------------------------------------------------------------------------- "latest"
+
+
+def test_latest_is_generation_not_publication() -> None:
+    start, end = t("2024-01-01T00:00:00"), t("2024-02-01T00:00:00")
+    new = make_item("new", start, end, t("2024-01-10T00:00:00"), t("2024-01-10T01:00:00"))
+    # Reprocessed/re-published later by CDSE, but generated earlier: must not win.
+    old = make_item("old", start, end, t("2023-06-01T00:00:00"), t("2025-01-01T00:00:00"))
+    window = (t("2024-01-15T00:00:00"), t("2024-01-16T00:00:00"))
+    for policy in ("LatestValCover", "LatestValIntersect", "LatestGeneration", "LatestValidity"):
+        assert sel_ids([old, new], policy, *window) == ["new"], policy
+    assert sel_ids([old, new], "ValIntersectWithoutDuplicate", *window) == ["new"]
+
+
+def test_latest_ties_later_published_then_greater_id() -> None:
+    start, end, gen = t("2024-01-01T00:00:00"), t("2024-02-01T00:00:00"), t("2024-01-02T00:00:00")
+    a = make_item("a", start, end, gen, t("2024-01-03T00:00:00"))
+    b = make_item("b", start, end, gen, t("2024-01-02T00:00:00"))
+    c = make_item("c", start, end, gen, t("2024-01-02T00:00:00"))
+    window = (t("2024-01-15T00:00:00"), t("2024-01-16T00:00:00"))
+    assert sel_ids([a, b, c], "LatestValCover", *window) == ["a"]
+    assert sel_ids([b, c], "LatestValCover", *window) == ["c"]
+
+
+def test_s3_fro_with_7000_s_margins() -> None:
+    day0 = t("2024-04-12T00:00:00")
+
+    def fro(d: int, pub: datetime | None = None) -> pystac.Item:
+        vs = day0 + timedelta(days=d)
+        gen = vs + timedelta(days=3, hours=6, minutes=55)
+        return make_item(
+            f"FRO_{vs:%Y%m%d}", vs, vs + timedelta(days=10), gen, pub or gen + timedelta(hours=1)
+        )
+
+    items = [fro(d) for d in range(-12, 3)]
+    start, end = t("2024-04-12T10:00:00"), t("2024-04-12T10:25:00")
+    covering = sel_ids(items, "ValCover", start, end, margin_before_s=7000, margin_after_s=7000)
+    assert covering == [f"FRO_{day0 + timedelta(days=d):%Y%m%d}" for d in range(-9, 1)]
+    assert sel_ids(items, "LatestValCover", start, end, margin_before_s=7000) == ["FRO_20240412"]
+
+    # A reprocessed old FRO (old generation, newest publication) must not win.
+    reprocessed = fro(-5, pub=t("2024-06-01T00:00:00"))
+    reprocessed.id = "FRO_20240407_reprocessed"
+    assert sel_ids([*items, reprocessed], "LatestValCover", start, end, margin_before_s=7000) == [
+        "FRO_20240412"
+    ]
+
+    # Margins widen the window: at 00:30 the 7000 s margin reaches into the previous day.
+    early = t("2024-04-12T00:30:00")
+    assert sel_ids(items, "LatestValCover", early, early) == ["FRO_20240412"]
+    assert sel_ids(items, "LatestValCover", early, early, margin_before_s=7000) == ["FRO_20240411"]
+    wide = sel_ids(items, "ValCover", early, early, margin_before_s=7000, margin_after_s=7000)
+    assert "FRO_20240412" not in wide and len(wide) == 9
+
+
+def test_open_ended_files_latest_generation_even_for_historical_windows() -> None:
+    end = "2100-01-01T00:00:00Z"
+    items = [
+        make_item("CAL_V2020_G2020", t("2020-01-01T00:00:00"), end, t("2020-01-01T00:00:00")),
+        make_item("CAL_V2020_G2023", t("2020-01-01T00:00:00"), end, t("2023-06-01T00:00:00")),
+        make_item("CAL_V2022_G2022", t("2022-01-01T00:00:00"), end, t("2022-01-01T00:00:00")),
+        make_item("OSF_V2021", t("2021-06-01T00:00:00"), OPEN_END, t("2021-06-01T00:00:00")),
+    ]
+    historical = (t("2021-01-01T00:00:00"), t("2021-01-01T00:10:00"))
+    assert sel_ids(items, "LatestValCover", *historical) == ["CAL_V2020_G2023"]
+    recent = (t("2024-01-01T00:00:00"), t("2024-01-01T00:10:00"))
+    assert sel_ids(items, "LatestValCover", *recent) == ["CAL_V2020_G2023"]
+    assert sel_ids(items, "LatestValCoverClosest", *recent) == ["CAL_V2022_G2022"]
+    assert sel_ids(items, "ValCover", *recent) == [
+        "CAL_V2020_G2020",
+        "CAL_V2020_G2023",
+        "OSF_V2021",
+        "CAL_V2022_G2022",
+    ]
+    # A window far in the future is still covered by 9999-12-31 but not by 2100-01-01.
+    assert sel_ids(items, "ValCover", t("2200-01-01T00:00:00"), t("2200-01-02T00:00:00")) == [
+        "OSF_V2021"
+    ]
+
+
+# --------------------------------------------------------------------------- instants
+
+
+def wnd_items() -> list[pystac.Item]:
+    """S1 AUX_WND: instant validities every 3 h; two runs overlap (runs at 06 and 18 UTC)."""
+    items = []
+    for run in (t("2024-04-11T18:00:00"), t("2024-04-12T06:00:00")):
+        for h in range(6, 49, 3):
+            v = run + timedelta(hours=h)
+            items.append(make_item(f"WND_V{v:%Y%m%dT%H}_G{run:%Y%m%dT%H}", v, v, run, run))
+    return items
+
+
+def test_instant_validities() -> None:
+    items = wnd_items()
+    day = (t("2024-04-13T00:00:00"), t("2024-04-14T00:00:00"))
+    assert sel_ids(items, "ValCover", *day) == []
+    assert sel_ids(items, "LatestValCover", *day) == []
+    # Nearest instant to the centre (11:10), the newest run among equal validities.
+    start, end = t("2024-04-13T11:00:00"), t("2024-04-13T11:20:00")
+    assert sel_ids(items, "ClosestStartValidity", start, end) == ["WND_V20240413T12_G20240412T06"]
+    assert sel_ids(items, "ClosestStopValidity", start, end) == ["WND_V20240413T12_G20240412T06"]
+    # Instants inside the window or on its edge intersect it.
+    edge = (t("2024-04-13T09:00:00"), t("2024-04-13T12:00:00"))
+    assert sel_ids(items, "ValIntersectWithoutDuplicate", *edge) == [
+        "WND_V20240413T09_G20240412T06",
+        "WND_V20240413T12_G20240412T06",
+    ]
+    assert len(sel_ids(items, "ValIntersect", *edge)) == 4
+
+
+def test_closest_start_tie_prefers_the_file_before_the_centre() -> None:
+    before = make_item(
+        "before", t("2024-04-13T09:00:00"), t("2024-04-13T09:00:00"), gen="2024-01-01T00:00:00Z"
+    )
+    after = make_item(
+        "after", t("2024-04-13T12:00:00"), t("2024-04-13T12:00:00"), gen="2024-04-12T00:00:00Z"
+    )
+    centre = t("2024-04-13T10:30:00")
+    # Equal distance: COPRS picks the file before the centre even if the other is newer.
+    assert sel_ids([after, before], "ClosestStartValidity", centre, centre) == ["before"]
+    assert sel_ids([after, before], "ClosestStopValidity", centre, centre) == ["before"]
+    # LatestValidityClosest has no side preference: the newer generation wins.
+    assert sel_ids([after, before], "LatestValidityClosest", centre, centre) == ["after"]
+    # Any closer file wins regardless of side.
+    assert sel_ids(
+        [after, before], "ClosestStartValidity", centre, centre + timedelta(seconds=2)
+    ) == ["after"]
+
+
+def test_closest_start_uses_the_window_centre_not_w0() -> None:
+    at_w0 = make_item("at_w0", t("2024-04-13T00:00:00"), t("2024-04-13T00:00:00"))
+    near_centre = make_item("near_centre", t("2024-04-13T03:30:00"), t("2024-04-13T03:30:00"))
+    start, end = t("2024-04-13T00:00:00"), t("2024-04-13T06:00:00")
+    # prosEO (reference W0) would pick at_w0.
+    assert sel_ids([at_w0, near_centre], "ClosestStartValidity", start, end) == ["near_centre"]
+
+
+def test_closest_stop_validity_with_one_day_after_margin() -> None:
+    # S1 AUX_ECE / ERRMAT style: [2000-01-01, ve], ClosestStopValidity(0, 86400 s).
+    items = [
+        make_item(
+            f"ECE_{d}",
+            t("2000-01-01T00:00:00"),
+            t("2024-04-10T00:00:00") + timedelta(days=d),
+            t("2024-04-10T16:00:00") + timedelta(days=d),
+        )
+        for d in range(6)
+    ]
+    start = end = t("2024-04-12T00:00:00")
+    assert sel_ids(items, "ClosestStopValidity", start, end) == ["ECE_2"]
+    # W = [04-12, 04-13]: centre 04-12T12:00; ve 04-12 and 04-13 tie, the one before wins.
+    assert sel_ids(items, "ClosestStopValidity", start, end, margin_after_s=86400) == ["ECE_2"]
+    assert sel_ids(items, "ClosestStopValidity", start, end, margin_after_s=86400 + 2) == ["ECE_3"]
+
+
+# --------------------------------------------------------------------------- intersect family
+
+
+def test_val_intersect_edges() -> None:
+    start, end = t("2024-01-01T10:00:00"), t("2024-01-01T12:00:00")
+    touch_before = make_item("touch_before", t("2024-01-01T08:00:00"), start)
+    touch_after = make_item("touch_after", end, t("2024-01-01T14:00:00"))
+    inside = make_item("inside", t("2024-01-01T10:30:00"), t("2024-01-01T11:00:00"))
+    overlap = make_item("overlap", t("2024-01-01T11:59:59"), t("2024-01-01T14:00:00"))
+    instant_edge = make_item("instant_edge", end, end)
+    instant_out = make_item("instant_out", end + timedelta(seconds=1), end + timedelta(seconds=1))
+    items = [touch_before, touch_after, inside, overlap, instant_edge, instant_out]
+    assert sel_ids(items, "ValIntersect", start, end) == ["inside", "overlap", "instant_edge"]
+    # A zero-length window on a file edge intersects the file (inclusive).
+    assert sel_ids(items, "ValIntersect", start, start) == ["touch_before"]
+    assert sel_ids(items, "ValIntersect", end, end) == ["overlap", "instant_edge", "touch_after"]
+    # Margins widen the window past the touching edges.
+    assert sel_ids(items, "ValIntersect", start, end, margin_before_s=1) == [
+        "touch_before",
+        "inside",
+        "overlap",
+        "instant_edge",
+    ]
+
+
+def test_latest_val_intersect() -> None:
+    start, end = t("2024-01-01T10:00:00"), t("2024-01-01T12:00:00")
+    items = [
+        make_item(
+            "old_static", t("2019-01-01T00:00:00"), "2099-12-31T23:59:59Z", t("2019-01-01T00:00:00")
+        ),
+        make_item(
+            "new_static", t("2023-01-01T00:00:00"), "2099-12-31T23:59:59Z", t("2023-01-01T00:00:00")
+        ),
+        make_item(
+            "future", t("2024-06-01T00:00:00"), "2099-12-31T23:59:59Z", t("2024-05-01T00:00:00")
+        ),
+    ]
+    assert sel_ids(items, "LatestValIntersect", start, end) == ["new_static"]
+    assert sel_ids(items, "LatestGeneration", start, end) == ["future"]
+
+
+def test_val_intersect_without_duplicate_keeps_latest_per_validity() -> None:
+    # S3 MA1: 12 h validities at 03/09/15/21, some regenerated.
+    items = []
+    for hour in range(3, 48, 6):
+        vs = t("2024-04-12T00:00:00") + timedelta(hours=hour)
+        gen = vs + timedelta(hours=14, minutes=36)
+        items.append(make_item(f"MA1_{vs:%d%H}_g1", vs, vs + timedelta(hours=12), gen))
+        if hour in (9, 15):
+            items.append(
+                make_item(
+                    f"MA1_{vs:%d%H}_g2", vs, vs + timedelta(hours=12), gen + timedelta(days=2)
+                )
+            )
+    start, end = t("2024-04-12T14:00:00"), t("2024-04-12T16:00:00")
+    assert sel_ids(items, "ValIntersect", start, end) == [
+        "MA1_1203_g1",
+        "MA1_1209_g1",
+        "MA1_1209_g2",
+        "MA1_1215_g1",
+        "MA1_1215_g2",
+    ]
+    assert sel_ids(items, "ValIntersectWithoutDuplicate", start, end) == [
+        "MA1_1203_g1",
+        "MA1_1209_g2",
+        "MA1_1215_g2",
+    ]
+
+
+def test_largest_overlap_and_85_percent_threshold() -> None:
+    start, end = t("2024-01-01T00:00:00"), t("2024-01-01T10:00:00")  # |W| = 10 h
+
+    def f(name: str, vs_h: float, ve_h: float, gen: str = "2024-01-01T00:00:00Z") -> pystac.Item:
+        return make_item(name, start + timedelta(hours=vs_h), start + timedelta(hours=ve_h), gen)
+
+    ninety = [f("small", 3, 5), f("ninety", 1, 12)]
+    assert sel_ids(ninety, "LargestOverlap", start, end) == ["ninety"]
+    assert sel_ids(ninety, "LargestOverlap85", start, end) == ["ninety"]
+
+    eighty = [f("small", 3, 5), f("eighty", -2, 8)]
+    assert sel_ids(eighty, "LargestOverlap", start, end) == ["eighty"]
+    assert sel_ids(eighty, "LargestOverlap85", start, end) == []
+
+    exactly = [f("exactly85", 1.5, 20)]
+    assert sel_ids(exactly, "LargestOverlap85", start, end) == ["exactly85"]
+    just_under = [f("under85", 1.5, 20)]
+    assert sel_ids(just_under, "LargestOverlap85", start, end, margin_before_s=1) == []
+
+    # Zero-length window: kept if it intersects.
+    assert sel_ids(
+        exactly, "LargestOverlap85", start + timedelta(hours=2), start + timedelta(hours=2)
+    ) == ["exactly85"]
+    assert sel_ids(exactly, "LargestOverlap85", start, start) == []
+
+    # Equal overlap: vs closest to W0 wins, then the latest generation.
+    full = [
+        f("far", -5, 11, "2024-01-15T00:00:00Z"),
+        f("near_old", -1, 12),
+        f("near_new", -1, 12, "2024-02-01T00:00:00Z"),
+    ]
+    assert sel_ids(full, "LargestOverlap", start, end) == ["near_new"]
+    # The vs criterion comes before the generation.
+    assert sel_ids(full[:2], "LargestOverlap", start, end) == ["near_old"]
+
+
+# --------------------------------------------------------------------------- validity-free
+
+
+def test_latest_validity_and_latest_stop_validity() -> None:
+    # S3 MW_1 style: [2000-01-01, ve = G - 20 min].
+    items = [
+        make_item(
+            f"MW1_{d}",
+            t("2000-01-01T00:00:00"),
+            t("2024-04-01T00:00:00") + timedelta(days=d),
+            t("2024-04-01T00:20:00") + timedelta(days=d),
+        )
+        for d in range(5)
+    ]
+    items.append(
+        make_item(
+            "MW1_3_regen",
+            t("2000-01-01T00:00:00"),
+            t("2024-04-04T00:00:00"),
+            t("2024-05-01T00:00:00"),
+        )
+    )
+    items.append(
+        make_item(
+            "late_start",
+            t("2024-03-01T00:00:00"),
+            t("2024-03-02T00:00:00"),
+            t("2024-03-01T00:00:00"),
+        )
+    )
+    window = (t("2024-01-01T00:00:00"), t("2024-01-01T01:00:00"))  # far from every file
+    assert sel_ids(items, "LatestStopValidity", *window) == ["MW1_4"]
+    assert sel_ids(items, "LatestValidity", *window) == ["late_start"]
+    # Ties on vs: the latest generation.
+    assert sel_ids(items[:-1], "LatestValidity", *window) == ["MW1_3_regen"]
+    # Ties on ve: the latest generation.
+    assert sel_ids([*items[:4], items[5]], "LatestStopValidity", *window) == ["MW1_3_regen"]
+
+
+def test_latest_validity_closest() -> None:
+    # S3 SL_1_VSC: nearest vs to the centre of W, newest on ties.
+    items = [
+        make_item(
+            "vsc_a", t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00"), t("2024-01-01T00:00:00")
+        ),
+        make_item(
+            "vsc_b", t("2024-01-03T00:00:00"), t("2024-01-04T00:00:00"), t("2024-01-03T00:00:00")
+        ),
+        make_item(
+            "vsc_b2", t("2024-01-03T00:00:00"), t("2024-01-04T00:00:00"), t("2024-01-05T00:00:00")
+        ),
+    ]
+    assert sel_ids(
+        items, "LatestValidityClosest", t("2024-01-02T00:00:00"), t("2024-01-03T12:00:00")
+    ) == ["vsc_b2"]
+    assert sel_ids(
+        items, "LatestValidityClosest", t("2024-01-01T00:00:00"), t("2024-01-02T00:00:00")
+    ) == ["vsc_a"]
+
+
+def test_best_centred_cover_and_latest_val_cover_closest() -> None:
+    # Annex B Figure B-1 style: R1 covers barely, R2 starts closest to W0, R3 best centred.
+    start, end = t("2024-01-01T10:00:00"), t("2024-01-01T12:00:00")
+    items = [
+        make_item(
+            "R1", t("2024-01-01T09:00:00"), t("2024-01-01T12:00:00"), t("2024-01-05T00:00:00")
+        ),
+        make_item(
+            "R2", t("2024-01-01T09:30:00"), t("2024-01-01T20:00:00"), t("2024-01-02T00:00:00")
+        ),
+        make_item(
+            "R3", t("2024-01-01T06:00:00"), t("2024-01-01T16:00:00"), t("2024-01-01T00:00:00")
+        ),
+        make_item(
+            "R4", t("2024-01-01T11:00:00"), t("2024-01-02T00:00:00"), t("2024-01-06T00:00:00")
+        ),
+    ]
+    assert sel_ids(items, "BestCentredCover", start, end) == ["R3"]
+    assert sel_ids(items, "LatestValCoverClosest", start, end) == ["R2"]
+    assert sel_ids(items, "LatestValCover", start, end) == ["R1"]
+    assert sel_ids(items, "LatestGeneration", start, end) == ["R4"]
+    # Ties go to the latest generation.
+    twin = make_item(
+        "R3_regen", t("2024-01-01T06:00:00"), t("2024-01-01T16:00:00"), t("2024-01-03T00:00:00")
+    )
+    assert sel_ids([*items, twin], "BestCentredCover", start, end) == ["R3_regen"]
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def mixed_pool() -> list[pystac.Item]:
+    """Closed, instant, open-ended and duplicated files with many ties."""
+    base = t("2024-01-01T00:00:00")
+    items = []
+    for i in range(40):
+        vs = base + timedelta(hours=3 * (i % 13))
+        kind = i % 4
+        ve = {0: vs + timedelta(hours=12), 1: vs, 2: None, 3: vs + timedelta(hours=6)}[kind]
+        gen = base + timedelta(days=i % 5)
+        pub = gen + timedelta(hours=i % 3)
+        items.append(make_item(f"f{i:02d}", vs, ve, gen, pub))
+    # The same id twice (e.g. from two sources), differing only in the asset; newest generation.
+    for href in ("https://a.example/x", "https://b.example/x"):
+        newest = base + timedelta(days=10)
+        dup = make_item(
+            "dup", base + timedelta(hours=9), base + timedelta(hours=21), newest, newest
+        )
+        dup.add_asset("file", pystac.Asset(href))
+        items.append(dup)
+    return items
+
+
+WINDOWS = [
+    (t("2024-01-01T09:00:00"), t("2024-01-01T09:00:00"), 0.0, 0.0),
+    (t("2024-01-01T10:00:00"), t("2024-01-01T11:00:00"), 0.0, 0.0),
+    (t("2024-01-01T12:00:00"), t("2024-01-01T15:00:00"), 3600.0, 7200.0),
+    (t("2024-01-02T00:00:00"), t("2024-01-02T12:00:00"), 0.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_input_order_never_changes_the_result(policy: str) -> None:
+    pool = mixed_pool()
+    rng = random.Random(20240412)
+    for start, end, before, after in WINDOWS:
+        expected = select(pool, policy, start, end, before, after)
+        for _ in range(8):
+            shuffled = pool[:]
+            rng.shuffle(shuffled)
+            got = select(shuffled, policy, start, end, before, after)
+            assert [i.to_dict() for i in got] == [i.to_dict() for i in expected]
+
+
+def passes_prefilter(item: pystac.Item, kind: str, w: Validity) -> bool:
+    """The server-side validity filter a caller would apply for ``policy_window_kind``."""
+    v = validity(item)
+    if kind == "cover":
+        return v.start <= w.start and v.end >= w.end
+    if kind == "intersect":
+        return v.start <= w.end and v.end >= w.start
+    return True
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_server_side_prefilter_of_the_policy_kind_is_safe(policy: str) -> None:
+    pool = mixed_pool()
+    kind = policy_window_kind(policy)
+    for start, end, before, after in WINDOWS:
+        w = processing_window(start, end, before, after)
+        prefiltered = [item for item in pool if passes_prefilter(item, kind, w)]
+        assert len(prefiltered) < len(pool) or kind == "any"
+        assert select(prefiltered, policy, start, end, before, after) == select(
+            pool, policy, start, end, before, after
+        )
+
+
+def test_single_result_policies_return_at_most_one() -> None:
+    pool = mixed_pool()
+    multi = {"ValCover", "ValIntersect", "ValIntersectWithoutDuplicate"}
+    for policy in POLICIES:
+        if policy in multi:
+            continue
+        for start, end, before, after in WINDOWS:
+            assert len(select(pool, policy, start, end, before, after)) <= 1

@@ -1,0 +1,251 @@
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+import pystac
+import pytest
+
+from aux_assets.catalog import LocalCatalog
+from aux_assets.checksums import Checksum, file_checksum
+from aux_assets.staging import Stager, StageTask
+from aux_assets.storage import LocalStorage, local_path_of
+from aux_assets.transfer import RetryPolicy
+from tests.servers import file_handler, send, serve
+
+FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
+
+
+def _item(item_id: str, assets: dict[str, tuple[str, bytes]], raw_md5: bool = True) -> pystac.Item:
+    """An AUXIP-like item; ``assets`` maps key -> (href, bytes)."""
+    stac_assets = {}
+    for key, (href, data) in assets.items():
+        md5 = hashlib.md5(data).hexdigest()
+        checksum = md5 if raw_md5 else Checksum("md5", md5).multihash()
+        stac_assets[key] = {
+            "href": href,
+            "type": "application/octet-stream",
+            "file:size": len(data),
+            "file:checksum": checksum,
+        }
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": item_id,
+            "geometry": None,
+            "properties": {
+                "datetime": None,
+                "start_datetime": "2026-01-04T22:59:42Z",
+                "end_datetime": "2026-01-06T00:59:42Z",
+                "product:type": "AUX_POEORB",
+            },
+            "assets": stac_assets,
+            "links": [],
+        }
+    )
+
+
+@pytest.fixture
+def world(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    corrupt: set[str] = set()
+    with serve(file_handler(src, corrupt)) as (url, log):
+        yield {
+            "src": src,
+            "url": url,
+            "log": log,
+            "corrupt": corrupt,
+            "catalog": LocalCatalog(tmp_path / "catalog"),
+            "storage": LocalStorage(tmp_path / "storage"),
+            "root": tmp_path,
+        }
+
+
+def _publish(world, name: str, data: bytes) -> str:
+    (world["src"] / name).write_bytes(data)
+    return f"{world['url']}/files/{name}"
+
+
+def _stager(world) -> Stager:
+    return Stager(world["catalog"], world["storage"], limits={"auxip": 4}, retry=FAST)
+
+
+def _file_gets(world) -> int:
+    return sum(r["path"].startswith("/files/") for r in world["log"])
+
+
+def _visible_files(root: Path) -> list[Path]:
+    return [p for p in (root / "storage").rglob("*") if p.is_file()]
+
+
+def test_stage_verify_register_then_rerun_moves_nothing(world):
+    items = []
+    for i in range(3):
+        name = f"S1A_OPER_AUX_POEORB_{i}.EOF"
+        data = f"<Earth_Explorer_File>{i}</Earth_Explorer_File>".encode() * 100
+        items.append(_item(f"S1A_OPER_AUX_POEORB_{i}", {name: (_publish(world, name, data), data)}))
+    tasks = [StageTask(item, "s1-aux", "auxip") for item in items]
+    outcomes = _stager(world).stage(tasks + tasks[:1])  # a duplicate is staged once
+    assert [o.status for o in outcomes] == ["staged"] * 3
+    assert _file_gets(world) == 3
+    registered = world["catalog"].get_items("s1-aux", [i.id for i in items])
+    for item in items:
+        ((key, asset),) = registered[item.id].assets.items()
+        path = local_path_of(asset.href)
+        assert path is not None and path.is_relative_to(world["root"] / "storage")
+        source = item.assets[key]
+        assert path.read_bytes() == (world["src"] / key).read_bytes()
+        assert asset.extra_fields["alternate"]["source"]["href"] == source.href
+        expected = Checksum("md5", source.extra_fields["file:checksum"])
+        assert Checksum.parse(asset.extra_fields["file:checksum"]) == expected
+        assert file_checksum(str(path), "md5") == expected
+    lookups = world["catalog"].lookups
+    again = _stager(world).stage(tasks)
+    assert [o.status for o in again] == ["present"] * 3
+    assert sum(o.bytes_transferred for o in again) == 0
+    assert _file_gets(world) == 3  # no byte moved
+    assert world["catalog"].lookups == lookups + 1  # one batched lookup
+
+
+def test_corrupt_asset_fails_alone_and_rerun_stages_only_it(world):
+    good = b"good" * 1000
+    bad = b"flipped" * 1000
+    item_ok = _item("OK_ITEM", {"OK_ITEM.EOF": (_publish(world, "OK_ITEM.EOF", good), good)})
+    item_bad = _item("BAD_ITEM", {"BAD_ITEM.EOF": (_publish(world, "BAD_ITEM.EOF", bad), bad)})
+    world["corrupt"].add("BAD_ITEM.EOF")
+    tasks = [StageTask(item_ok, "s1-aux", "auxip"), StageTask(item_bad, "s1-aux", "auxip")]
+    first = _stager(world).stage(tasks)
+    assert [o.status for o in first] == ["staged", "failed"]
+    assert "checksum mismatch" in (first[1].reason or "")
+    assert world["catalog"].get_items("s1-aux", ["BAD_ITEM"]) == {}
+    assert not (world["root"] / "storage" / "s1-aux" / "BAD_ITEM").exists() or not [
+        p for p in (world["root"] / "storage" / "s1-aux" / "BAD_ITEM").iterdir()
+    ]
+    world["corrupt"].clear()
+    gets = _file_gets(world)
+    second = _stager(world).stage(tasks)
+    assert [o.status for o in second] == ["present", "staged"]
+    assert _file_gets(world) == gets + 1
+
+
+def test_republished_item_with_new_checksum_is_staged_again(world):
+    v1, v2 = b"version-1" * 10, b"version-2" * 10
+    href = _publish(world, "X.EOF", v1)
+    _stager(world).stage([StageTask(_item("X", {"X.EOF": (href, v1)}), "s1-aux", "auxip")])
+    _publish(world, "X.EOF", v2)
+    (outcome,) = _stager(world).stage(
+        [StageTask(_item("X", {"X.EOF": (href, v2)}, raw_md5=False), "s1-aux", "auxip")]
+    )
+    assert outcome.status == "staged"
+    assert local_path_of(outcome.assets[0].href).read_bytes() == v2
+
+
+def test_missing_stored_file_is_restaged(world):
+    data = b"abc" * 100
+    task = StageTask(
+        _item("Y", {"Y.EOF": (_publish(world, "Y.EOF", data), data)}), "s1-aux", "auxip"
+    )
+    (first,) = _stager(world).stage([task])
+    local_path_of(first.assets[0].href).unlink()
+    (second,) = _stager(world).stage([task])
+    assert second.status == "staged" and local_path_of(second.assets[0].href).read_bytes() == data
+
+
+@pytest.mark.parametrize(
+    ("item_id", "key", "href", "local", "reason"),
+    [
+        ("../evil", "a.EOF", "http://127.0.0.1:1/a", False, "relative path component"),
+        ("a/b", "a.EOF", "http://127.0.0.1:1/a", False, "path separator"),
+        ("ok", "../a.EOF", "http://127.0.0.1:1/a", False, "relative path component"),
+        ("ok", "a\x00.EOF", "http://127.0.0.1:1/a", False, "control character"),
+        ("ok", "a.EOF", "file:///etc/passwd", False, "only local sources may point at local"),
+        ("ok", "a.EOF", "ftp://host/a", False, "cannot be fetched"),
+    ],
+)
+def test_hostile_items_are_refused_before_any_io(world, item_id, key, href, local, reason):
+    item = _item("placeholder", {key: (href, b"x")})
+    item.id = item_id
+    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", local_source=local)])
+    assert outcome.status == "failed" and reason in (outcome.reason or "")
+    assert _visible_files(world["root"]) == []
+    assert world["log"] == []
+
+
+def test_selected_asset_missing_and_cdse_product_only(world):
+    data = b"p" * 10
+    item = _item(
+        "CDSE_ITEM",
+        {
+            "product": (_publish(world, "CDSE_ITEM.SAFE.zip", data), data),
+            "thumbnail": ("http://127.0.0.1:1/never", b"t"),
+        },
+    )
+    (staged,) = _stager(world).stage([StageTask(item, "s1-aux", "cdse", asset_keys=("product",))])
+    assert staged.status == "staged" and [a.key for a in staged.assets] == ["product"]
+    assert staged.assets[0].href.endswith("CDSE_ITEM/CDSE_ITEM.SAFE.zip")
+    (missing,) = _stager(world).stage([StageTask(item, "s2-aux", "cdse", asset_keys=("nope",))])
+    assert missing.status == "failed" and "nope not in the item; it has product, thumbnail" in (
+        missing.reason or ""
+    )
+
+
+def test_html_error_page_is_not_taken_for_the_file(tmp_path):
+    def html(h):
+        send(h, 200, b"<html><body>Please log in</body></html>", "text/html")
+
+    with serve(html) as (url, _):
+        storage = LocalStorage(tmp_path / "storage")
+        item = _item("H", {"H.EOF": (f"{url}/H.EOF", b"real bytes")})
+        (outcome,) = Stager(LocalCatalog(tmp_path / "cat"), storage, retry=FAST).stage(
+            [StageTask(item, "s1-aux", "auxip")]
+        )
+    assert outcome.status == "failed" and "HTML" in (outcome.reason or "")
+    assert [p for p in (tmp_path / "storage").rglob("*") if p.is_file()] == []
+
+
+def _safe_zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_unpack_registers_largest_file_and_drops_archive(world):
+    data = _safe_zip({"X.SAFE/manifest.safe": b"<m/>", "X.SAFE/data/cal.xml": b"c" * 5000})
+    href = _publish(world, "X.SAFE.zip", data)
+    task = StageTask(_item("X.SAFE", {"X.SAFE.zip": (href, data)}), "s1-aux", "auxip", unpack=True)
+    (outcome,) = _stager(world).stage([task])
+    assert outcome.status == "staged"
+    (asset,) = outcome.assets
+    assert asset.key == "X.SAFE" and asset.href.endswith("X.SAFE/X.SAFE/data/cal.xml")
+    assert asset.checksum == Checksum("sha256", hashlib.sha256(b"c" * 5000).hexdigest()).multihash()
+    item_dir = world["root"] / "storage" / "s1-aux" / "X.SAFE"
+    assert sorted(
+        p.relative_to(item_dir).as_posix() for p in item_dir.rglob("*") if p.is_file()
+    ) == [
+        "X.SAFE/data/cal.xml",
+        "X.SAFE/manifest.safe",
+    ]
+
+
+def test_unpack_refuses_zip_slip_and_writes_nothing(world):
+    data = _safe_zip({"../../evil.txt": b"owned"})
+    href = _publish(world, "E.SAFE.zip", data)
+    task = StageTask(_item("E.SAFE", {"E.SAFE.zip": (href, data)}), "s1-aux", "auxip", unpack=True)
+    (outcome,) = _stager(world).stage([task])
+    assert outcome.status == "failed" and "evil.txt" in (outcome.reason or "")
+    assert _visible_files(world["root"]) == []
+    assert not list(world["root"].rglob("evil.txt"))
+    assert world["catalog"].get_items("s1-aux", ["E.SAFE"]) == {}
+
+
+def test_local_source_file_hrefs_are_read(world):
+    data = b"local bytes"
+    path = world["src"] / "L.EOF"
+    path.write_bytes(data)
+    item = _item("L", {"L.EOF": (path.as_uri(), data)})
+    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", local_source=True)])
+    assert outcome.status == "staged" and local_path_of(outcome.assets[0].href).read_bytes() == data
