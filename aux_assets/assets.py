@@ -161,7 +161,7 @@ def aux_search_results(
     yield dg.Output(
         documents,
         metadata={
-            "n_candidates": sum(p["n_candidates"] for p in products) // max(len(documents), 1),
+            "n_candidates": sum(len(p["candidates"]) for p in products),
             "n_selected": sum(len(p["selected"]["features"]) for p in products),
             "n_product_types": len({p["product_type"] for p in products}),
             "windows": dg.MetadataValue.json(
@@ -313,16 +313,21 @@ def aux_catalog_items(
             "products": products,
             "coverage": coverage,
         }
-    all_items = [
-        f for doc in documents.values() for p in doc["products"] for f in p["items"]["features"]
-    ]
+    unique = {
+        (f["collection"], f["id"]): f
+        for doc in documents.values()
+        for p in doc["products"]
+        for f in p["items"]["features"]
+    }
     yield dg.Output(
         documents,
         metadata={
-            "n_items": len({(f["collection"], f["id"]) for f in all_items}),
+            "n_items": len(unique),
             "coverage": dg.MetadataValue.json({k: d["coverage"] for k, d in documents.items()}),
             "summary": dg.MetadataValue.md(_summary_table(documents)),
-            "items": dg.MetadataValue.json({"type": "FeatureCollection", "features": all_items}),
+            "items": dg.MetadataValue.json(
+                {"type": "FeatureCollection", "features": list(unique.values())}
+            ),
         },
     )
     yield checks.catalog_coverage(documents)

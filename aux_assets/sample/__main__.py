@@ -43,9 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write a deterministic AUXIP-like static STAC collection of Sentinel aux data.",
     )
     parser.add_argument("out", type=Path, metavar="OUT", help="output folder (absent or empty)")
-    parser.add_argument("--start", type=_day, default=DEFAULT_START, help="first day served")
-    parser.add_argument("--end", type=_day, default=DEFAULT_END, help="day after the last served")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--start", type=_day, default=DEFAULT_START, help="first day served (default %(default)s)"
+    )
+    parser.add_argument(
+        "--end",
+        type=_day,
+        default=DEFAULT_END,
+        help="day after the last served (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     parser.add_argument(
         "--max-size",
         type=int,
@@ -53,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="BYTES",
         help=f"clip files to BYTES (default {DEFAULT_MAX_SIZE}; 0 for real sizes)",
     )
-    parser.add_argument("--types", type=_types, metavar="T1,T2", help="product types to write")
+    parser.add_argument(
+        "--types", type=_types, metavar="T1,T2", help="product types to write (default: all 27)"
+    )
     args = parser.parse_args(argv)
     if args.end <= args.start:
         parser.error(f"--end {args.end} must be after --start {args.start}")

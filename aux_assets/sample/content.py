@@ -25,7 +25,8 @@ _MATRIX = tuple(f"M{i}{j}" for i in (1, 2, 3) for j in (1, 2, 3))
 _VALUE_ROW = b"    <v>+0.000000000e-00</v>\n"
 _VALUE_DIGITS = (8, 10, 11, 12, 13, 14, 15, 16, 17, 18, 22)  # digit columns of _VALUE_ROW
 _DECIMAL = bytes(b"0123456789"[i % 10] for i in range(256))  # byte -> ASCII digit
-_MAGIC = {".nc": b"\x89HDF\r\n\x1a\n", "grib": b"GRIB"}
+_NETCDF4 = b"\x89HDF\r\n\x1a\n"  # file signatures
+_GRIB = b"GRIB"
 _GRIB_TYPES = {"AUX_ECMWFD", "AUX_CAMSFO"}
 _NC_SAFE_TYPES = {"AUX_WND", "AUX_WAV", "AUX_ICE"}
 
@@ -279,7 +280,7 @@ def _safe_zip(p: Product, n: int, seeds: Seeds) -> bytes:
     ptype = p.rule.product_type
     base = f"{p.platform.rstrip('_').lower()}-{ptype.lower().replace('_', '-')}"
     if ptype in _NC_SAFE_TYPES:
-        member, data = f"data/{base}.nc", _noise(seeds, p, n, _MAGIC[".nc"])
+        member, data = f"data/{base}.nc", _noise(seeds, p, n, _NETCDF4)
     else:
         member, data = f"data/{base}.xml", _values(seeds, p, "auxiliaryProductData", n)
     vs, g = _iso(p.window.start, True), _iso(p.window.generation, True)
@@ -304,7 +305,7 @@ def _safe_zip(p: Product, n: int, seeds: Seeds) -> bytes:
 def _sen3_zip(p: Product, n: int, seeds: Seeds) -> bytes:
     w, rule = p.window, p.rule
     member = f"{rule.product_type}.nc"
-    data = _noise(seeds, p, n, _MAGIC[".nc"])
+    data = _noise(seeds, p, n, _NETCDF4)
     info = (
         "          <sentinel3:generalProductInformation>\n"
         f"            <sentinel3:productName>{p.item_id}</sentinel3:productName>\n"
@@ -324,7 +325,7 @@ def _sen3_zip(p: Product, n: int, seeds: Seeds) -> bytes:
 
 
 def _tgz(p: Product, n: int, seeds: Seeds) -> bytes:
-    magic = _MAGIC["grib"] if p.rule.product_type in _GRIB_TYPES else b""
+    magic = _GRIB if p.rule.product_type in _GRIB_TYPES else b""
     tar = _tar(p, [(f"{p.stem}.HDR", _hdr(p)), (f"{p.stem}.DBL", _noise(seeds, p, n, magic))])
     return gzip.compress(tar, compresslevel=6, mtime=int(p.window.generation.timestamp()))
 

@@ -1,0 +1,173 @@
+from datetime import UTC, datetime, timedelta
+
+import pystac
+import pytest
+
+from aux_assets.planning import Window, plan_windows, select_covering
+from aux_assets.products import ProductSpec
+from aux_assets.search import SearchRequest
+
+D = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def _item(item_id, start, end, ptype="AUX_ECMWFD", gen=None, platform=None):
+    props = {
+        "datetime": None,
+        "start_datetime": start.isoformat(),
+        "end_datetime": end.isoformat(),
+        "product:type": ptype,
+        "processing:datetime": (gen or start).isoformat(),
+    }
+    if platform:
+        props["platform"] = platform
+    return pystac.Item(item_id, None, None, None, props)
+
+
+def _ecmwfd(run_hours, shift=0):
+    """12 h files every 3 h, as two ECMWF runs publish them."""
+    items = []
+    for run in run_hours:
+        for i in range(14):
+            vs = D + timedelta(hours=run + 9 + 3 * i - 24 + shift)
+            items.append(
+                _item(
+                    f"E{run}_{i}", vs, vs + timedelta(hours=12), gen=D + timedelta(hours=run - 24)
+                )
+            )
+    return items
+
+
+def test_single_cover_is_used_when_one_file_covers_the_window():
+    poe = _item("POE", D - timedelta(hours=1), D + timedelta(hours=25), "AUX_POEORB")
+    chosen, gaps = select_covering([poe], "LatestValCover", D, D + timedelta(days=1))
+    assert [i.id for i in chosen] == ["POE"] and gaps == []
+
+
+def test_twelve_hour_files_cover_a_day_by_sub_windows():
+    items = _ecmwfd([0, 12])
+    chosen, gaps = select_covering(items, "LatestValCover", D, D + timedelta(days=1))
+    assert gaps == []
+    covered = sorted(
+        (
+            datetime.fromisoformat(i.properties["start_datetime"]),
+            datetime.fromisoformat(i.properties["end_datetime"]),
+        )
+        for i in chosen
+    )
+    assert covered[0][0] <= D and covered[-1][1] >= D + timedelta(days=1)
+    for (_, end), (start, _) in zip(covered, covered[1:]):
+        assert start <= end  # no hole between consecutive files
+    # for every instant, the newest run's file covering it was chosen
+    assert all(
+        i.id.startswith("E12") for i in chosen if i.properties["start_datetime"] >= "2026-01-04T21"
+    )
+
+
+def test_gaps_are_reported_and_merged():
+    a = _item("A", D - timedelta(hours=1), D + timedelta(hours=6))
+    b = _item("B", D + timedelta(hours=12), D + timedelta(hours=30))
+    chosen, gaps = select_covering([a, b], "LatestValCover", D, D + timedelta(days=1))
+    assert [i.id for i in chosen] == ["A", "B"]
+    assert gaps == [(D + timedelta(hours=6), D + timedelta(hours=12))]
+    none, all_gap = select_covering([], "ClosestStartValidity", D, D + timedelta(days=1))
+    assert none == [] and all_gap == [(D, D + timedelta(days=1))]
+
+
+class CountingSource:
+    """A real in-memory source that counts searches (filters evaluated with cql2)."""
+
+    name = "auxip"
+    local = True
+
+    def __init__(self, items):
+        import cql2
+
+        self.items = items
+        self.requests: list[SearchRequest] = []
+        self._cql2 = cql2
+
+    def search(self, request):
+        self.requests.append(request)
+        expr = self._cql2.Expr(request.filter)
+        return [i for i in self.items if expr.matches(i.to_dict())]
+
+    def describe(self):
+        return "counting"
+
+
+def _spec(**kw):
+    base = {"product_type": "AUX_POEORB", "collection": "s1-aux", "policy": "LatestValCover"}
+    return ProductSpec(**{**base, **kw})
+
+
+def test_alternatives_fill_a_missing_unit_and_units_are_selected_apart():
+    poe_a = _item(
+        "POE_A",
+        D - timedelta(hours=1),
+        D + timedelta(hours=25),
+        "AUX_POEORB",
+        platform="sentinel-1a",
+    )
+    res_c = [
+        _item(
+            f"RES_C{k}",
+            D + timedelta(hours=3 * k - 1),
+            D + timedelta(hours=3 * k + 2.3),
+            "AUX_RESORB",
+            platform="sentinel-1c",
+        )
+        for k in range(9)
+    ]
+    res_a = _item("RES_A", D, D + timedelta(hours=3), "AUX_RESORB", platform="sentinel-1a")
+    source = CountingSource([poe_a, *res_c, res_a])
+    spec = _spec(platforms=("sentinel-1a", "sentinel-1c"), alternatives=("AUX_RESORB",))
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    (doc,) = plan_windows([spec], [window], {"auxip": source}).values()
+    (product,) = doc["products"]
+    ids = [f["id"] for f in product["selected"]["features"]]
+    assert "POE_A" in ids and "RES_A" not in ids
+    assert {i for i in ids if i.startswith("RES_C")} == {f"RES_C{k}" for k in range(9)}
+    assert product["used_types"] == {"sentinel-1a": ["AUX_POEORB"], "sentinel-1c": ["AUX_RESORB"]}
+    assert product["missing_units"] == []
+
+
+def test_missing_unit_is_reported_with_its_gap():
+    poe_a = _item(
+        "POE_A",
+        D - timedelta(hours=1),
+        D + timedelta(hours=25),
+        "AUX_POEORB",
+        platform="sentinel-1a",
+    )
+    spec = _spec(platforms=("sentinel-1a", "sentinel-1c"))
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    (doc,) = plan_windows([spec], [window], {"auxip": CountingSource([poe_a])}).values()
+    (product,) = doc["products"]
+    assert product["missing_units"] == ["sentinel-1c"]
+    assert product["gaps"]["sentinel-1c"] == [[D.isoformat(), (D + timedelta(days=1)).isoformat()]]
+
+
+def test_a_range_is_searched_once_per_type_and_selected_per_day():
+    poes = [
+        _item(
+            f"POE_{d}",
+            D + timedelta(days=d, hours=-1),
+            D + timedelta(days=d, hours=25),
+            "AUX_POEORB",
+        )
+        for d in range(-1, 4)
+    ]
+    source = CountingSource(poes)
+    windows = [
+        Window(f"day{d}", D + timedelta(days=d), D + timedelta(days=d + 1)) for d in range(3)
+    ]
+    docs = plan_windows([_spec()], windows, {"auxip": source})
+    assert len(source.requests) == 1
+    for d in range(3):
+        (product,) = docs[f"day{d}"]["products"]
+        assert [f["id"] for f in product["selected"]["features"]] == [f"POE_{d}"]
+
+
+def test_window_end_before_start_is_refused():
+    with pytest.raises(ValueError, match="before start"):
+        Window("x", D, D - timedelta(seconds=1))
