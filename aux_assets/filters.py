@@ -104,14 +104,6 @@ def ids_filter(ids: Sequence[str]) -> JsonDict:
     return {"op": "in", "args": [{"property": "id"}, list(ids)]}
 
 
-def and_filters(*filters: JsonDict | None) -> JsonDict | None:
-    """Combine filters with ``and``, skipping ``None``."""
-    present = [f for f in filters if f is not None]
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else {"op": "and", "args": present}
-
-
 def _check_ops(node: Any, path: str) -> None:
     if isinstance(node, dict):
         op = node.get("op")

@@ -121,9 +121,24 @@ def _source_checksum(asset: pystac.Asset) -> Checksum | None:
     return Checksum.parse(str(value)) if value else None
 
 
+def _alternate_source(asset: pystac.Asset) -> dict[str, Any]:
+    """What a registered asset records of its source (``alternate.source``)."""
+    source: dict[str, Any] = asset.extra_fields.get("alternate", {}).get("source", {})
+    return source
+
+
+def _registered_outcome(key: str, asset: pystac.Asset) -> AssetOutcome:
+    return AssetOutcome(
+        key,
+        asset.href,
+        int(asset.extra_fields.get("file:size", 0)),
+        str(asset.extra_fields.get("file:checksum", "")),
+        str(_alternate_source(asset).get("href", "")),
+    )
+
+
 def _registered_checksum(asset: pystac.Asset) -> Checksum | None:
-    alternate = asset.extra_fields.get("alternate", {}).get("source", {})
-    value = alternate.get("file:checksum") or asset.extra_fields.get("file:checksum")
+    value = _alternate_source(asset).get("file:checksum") or asset.extra_fields.get("file:checksum")
     try:
         return Checksum.parse(str(value)) if value else None
     except ChecksumError:
@@ -216,6 +231,8 @@ class Stager:
                 keys[key] = f"{task.collection}/{task.item.id}/{asset_filename(key, asset)}"
         except (UnsafeNameError, ChecksumError) as exc:
             return self._fail(task, str(exc))
+        if len(set(keys.values())) < len(keys):
+            return self._fail(task, f"assets {', '.join(keys)} would be stored under one name")
         return _Planned(task, assets, keys)
 
     def _dedupe(
@@ -238,20 +255,7 @@ class Stager:
                         collection,
                         plan.task.source,
                         "present",
-                        assets=[
-                            AssetOutcome(
-                                k,
-                                a.href,
-                                int(a.extra_fields.get("file:size", 0)),
-                                str(a.extra_fields.get("file:checksum", "")),
-                                str(
-                                    a.extra_fields.get("alternate", {})
-                                    .get("source", {})
-                                    .get("href", "")
-                                ),
-                            )
-                            for k, a in present.assets.items()
-                        ],
+                        assets=[_registered_outcome(k, a) for k, a in present.assets.items()],
                     )
                 else:
                     todo.append(plan)
@@ -261,10 +265,7 @@ class Stager:
         registered = list(present.assets.values())
         if not registered or not all(self.storage.exists(a.href) for a in registered):
             return False
-        ours = {
-            str(a.extra_fields.get("alternate", {}).get("source", {}).get("href")): a
-            for a in registered
-        }
+        ours = {str(_alternate_source(a).get("href")): a for a in registered}
         for asset in plan.assets.values():
             theirs = _source_checksum(asset)
             mine = _registered_checksum(ours[asset.href]) if asset.href in ours else None

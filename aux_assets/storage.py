@@ -49,10 +49,6 @@ class Storage(Protocol):
         """A fresh local directory for work on ``key`` (e.g. unpacking), removed by the caller."""
         ...
 
-    def stat(self, key: str) -> int | None:
-        """The size of the object at ``key``, or ``None`` when it does not exist."""
-        ...
-
     def href(self, key: str) -> str:
         """The href the object at ``key`` has in catalog items."""
         ...
@@ -108,12 +104,6 @@ class LocalStorage:
             _fsync_dir(folder)
         shutil.rmtree(directory, ignore_errors=True)
         return hrefs
-
-    def stat(self, key: str) -> int | None:
-        try:
-            return self._path(key).stat().st_size
-        except FileNotFoundError:
-            return None
 
     def href(self, key: str) -> str:
         return self._path(key).as_uri()

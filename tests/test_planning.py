@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pystac
 import pytest
@@ -55,7 +56,7 @@ def test_twelve_hour_files_cover_a_day_by_sub_windows():
         for i in chosen
     )
     assert covered[0][0] <= D and covered[-1][1] >= D + timedelta(days=1)
-    for (_, end), (start, _) in zip(covered, covered[1:]):
+    for (_, end), (start, _) in pairwise(covered):
         assert start <= end  # no hole between consecutive files
     # for every instant, the newest run's file covering it was chosen
     assert all(
