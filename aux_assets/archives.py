@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import lzma
 import os
 import re
 import secrets
@@ -40,6 +41,7 @@ _CHUNK = 1 << 20
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _CORRUPT = (
     zipfile.BadZipFile,
+    lzma.LZMAError,
     tarfile.TarError,
     gzip.BadGzipFile,
     EOFError,

@@ -13,6 +13,7 @@ from aux_assets.names import UnsafeNameError, check_collection_id, check_safe_na
 from aux_assets.partitions import daily_partitions
 from aux_assets.planning import Window, feature_collection, plan_raw, plan_windows
 from aux_assets.products import ProductsFileError
+from aux_assets.report import summary_rows
 from aux_assets.resources import SourceResource
 from aux_assets.search import SearchError, Source, UnconfiguredSource
 from aux_assets.sources import SOURCES, UnknownSourceError, check_source, resource_key
@@ -101,6 +102,15 @@ def _open_sources(context: dg.AssetExecutionContext, names: set[str]) -> dict[st
     return sources
 
 
+def _check_config(config: SearchConfig) -> None:
+    if config.limit is not None and config.limit < 1:
+        raise dg.Failure(f"config limit={config.limit}: the total cap on items must be >= 1")
+    if config.timeout_s is not None and config.timeout_s <= 0:
+        raise dg.Failure(f"config timeout_s={config.timeout_s}: give seconds > 0, or omit it")
+    if config.product_types is not None and not config.product_types:
+        raise dg.Failure("config product_types is empty; omit it to use every product type")
+
+
 def _validate_raw(config: SearchConfig) -> dict[str, Any]:
     try:
         cql = parse_filter(config.filter or "", "config filter")
@@ -124,6 +134,7 @@ def aux_search_results(
 ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
     """For each window and product type: the candidates found in its source and the items
     its selection policy picked (per platform, with alternatives)."""
+    _check_config(config)
     windows = _windows(context, config)
     try:
         if config.filter is not None:
@@ -210,9 +221,8 @@ def aux_staged_items(
     limits = {
         name: getattr(context.resources, resource_key(name)).max_connections for name in SOURCES
     }
-    stager = Stager(
-        context.resources.catalog.open(), context.resources.storage.open(), limits=limits
-    )
+    catalog = context.resources.catalog.open()
+    stager = Stager(catalog, context.resources.storage.open(), limits=limits)
     tasks = _stage_tasks(context, aux_search_results)
     outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
     documents: dict[str, Any] = {}
@@ -246,6 +256,7 @@ def aux_staged_items(
         metadata={
             **{f"n_{status}": n for status, n in counts.items()},
             "bytes_staged": sum(o.bytes_transferred for o in outcomes.values()),
+            "catalog_lookups": catalog.lookups,
         },
     )
     yield checks.all_staged_verified(documents)
@@ -256,22 +267,12 @@ def _summary_table(documents: Mapping[str, Any]) -> str:
         "| day | product type | selected item | policy | storage href | size | checksum |",
         "|---|---|---|---|---|---|---|",
     ]
-    for key, doc in sorted(documents.items()):
-        for product in doc["products"]:
-            features = product["items"]["features"] or [None]
-            for feature in features:
-                if feature is None:
-                    lines.append(
-                        f"| {key} | {product['product_type']} | (none) | "
-                        f"{product['policy']} | | | |"
-                    )
-                    continue
-                for asset in feature["assets"].values():
-                    lines.append(
-                        f"| {key} | {product['product_type']} | {feature['id']} | "
-                        f"{product['policy']} | {asset['href']} | {asset.get('file:size', '')} | "
-                        f"`{asset.get('file:checksum', '')}` |"
-                    )
+    for row in summary_rows(documents):
+        checksum = f"`{row.checksum}`" if row.checksum else ""
+        lines.append(
+            f"| {row.day} | {row.product_type} | {row.item_id or '(none)'} | {row.policy} | "
+            f"{row.href} | {row.size if row.size is not None else ''} | {checksum} |"
+        )
     return "\n".join(lines)
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import pystac
 
+from aux_assets.jsonfiles import write_json
 from aux_assets.names import check_collection_id, check_item_id
+from aux_assets.urls import local_path
 
 STAC_VERSION = "1.1.0"
 _FAR = "9999-12-31T23:59:59Z"
@@ -31,6 +31,11 @@ class CatalogError(RuntimeError):
 
 class Catalog(Protocol):
     """A STAC catalog we register staged items in."""
+
+    @property
+    def lookups(self) -> int:
+        """How many batched id lookups this client made (for metadata and benchmarks)."""
+        ...
 
     def describe(self) -> str: ...
 
@@ -45,21 +50,6 @@ class Catalog(Protocol):
     def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:
         """Insert or replace ``items`` in the collection, in bulk."""
         ...
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=1, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -116,7 +106,7 @@ class LocalCatalog:
         href = f"./{collection_id}/collection.json"
         if not any(link.get("rel") == "child" and link["href"] == href for link in doc["links"]):
             doc["links"].append({"rel": "child", "href": href, "type": "application/json"})
-            _write_json(path, doc)
+            write_json(path, doc)
 
     def _new_collection(self, collection_id: str) -> dict[str, Any]:
         return {
@@ -141,7 +131,7 @@ class LocalCatalog:
             return
         with self._locked():
             if not path.exists():
-                _write_json(path, self._new_collection(collection_id))
+                write_json(path, self._new_collection(collection_id))
             self._ensure_root(collection_id)
 
     def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
@@ -172,7 +162,7 @@ class LocalCatalog:
                     {"rel": "parent", "href": "../collection.json", "type": "application/json"},
                     {"rel": "collection", "href": "../collection.json", "type": "application/json"},
                 ]
-                _write_json(path, doc)
+                write_json(path, doc)
                 href = f"./{item.id}/{item.id}.json"
                 if href not in linked:
                     linked.add(href)
@@ -186,7 +176,7 @@ class LocalCatalog:
                     interval[0] = start
                 if interval[1] is None or end > interval[1]:
                     interval[1] = end
-            _write_json(coll_path, collection)
+            write_json(coll_path, collection)
             self._ensure_root(collection_id)
 
 
@@ -194,11 +184,10 @@ def open_catalog(url: str | None, default_root: Path) -> Catalog:
     """The catalog for ``AUX_CATALOG_URL``: unset or a path/``file://`` gives a local catalog."""
     if not url:
         return LocalCatalog(default_root)
-    if url.startswith("file://"):
-        return LocalCatalog(Path(url.removeprefix("file://")))
-    if "://" not in url:
-        return LocalCatalog(Path(url))
-    raise CatalogError(
-        f"AUX_CATALOG_URL {url.split('?')[0]!r}: STAC API catalogs are not supported yet; "
-        "use a file:// path"
-    )
+    path = local_path(url)
+    if path is None:
+        raise CatalogError(
+            f"AUX_CATALOG_URL {url.split('?')[0]!r}: STAC API catalogs are not supported yet; "
+            "use a file:// path"
+        )
+    return LocalCatalog(path)

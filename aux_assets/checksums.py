@@ -80,10 +80,6 @@ class Checksum:
         digest = bytes.fromhex(self.hexdigest)
         return (_varint(code) + _varint(len(digest)) + digest).hex()
 
-    def new_hasher(self) -> Hasher:
-        """A fresh hashlib object for this algorithm."""
-        return new_hasher(self.algorithm)
-
 
 def new_hasher(algorithm: str) -> Hasher:
     """A hashlib object for ``algorithm`` (``md5`` is flagged as not for security use)."""
@@ -92,12 +88,3 @@ def new_hasher(algorithm: str) -> Hasher:
     if algorithm not in _CODE_OF:
         raise ChecksumError(f"unsupported checksum algorithm {algorithm!r}")
     return hashlib.new(algorithm)
-
-
-def file_checksum(path: str, algorithm: str = "sha256", chunk: int = 1 << 20) -> Checksum:
-    """Hash a file on disk, streaming."""
-    h = new_hasher(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return Checksum(algorithm, h.hexdigest())

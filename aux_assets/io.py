@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+
+from aux_assets.jsonfiles import write_json
 
 
 class JsonPartitionIOManager(dg.ConfigurableIOManager):
@@ -25,12 +25,7 @@ class JsonPartitionIOManager(dg.ConfigurableIOManager):
         if missing:
             raise ValueError(f"output of {context.asset_key.to_user_string()} lacks {missing}")
         for key in keys:
-            path = self._path(context.asset_key, key)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(obj[key], f, indent=1)
-            os.replace(tmp, path)
+            write_json(self._path(context.asset_key, key), obj[key])
 
     def load_input(self, context: dg.InputContext) -> dict[str, Any]:
         upstream = context.upstream_output

@@ -3,22 +3,24 @@
 For a run over several windows (a backfill range), each product type is searched once over
 the union of the windows with an inclusive prefilter (``intersect`` for cover and intersect
 policies: a superset of the candidates of every window and sub-window; the product type alone
-for validity-free policies), and the policy is then applied to each window on the client. Selection
-is made per platform (unit), so a unit-dependent type yields one file per unit.
+for validity-free policies), and the policy is then applied to each window on the client.
+Selection is made per platform (unit), so a unit-dependent type yields one file per unit.
 
-A day is longer than many validities (ECMWFD: 12 h, RESORB: 3 h 17 m), so no single file can
-cover it. For cover policies, :func:`select_covering` then applies the policy to every
-elementary sub-window of the day (the window split at the candidates' validity edges): the
-union is exactly the set of files the processors would pick for any processing window inside
-the day, and the sub-windows nothing covers are reported as gaps. Gaps (or a unit with nothing
-selected) are filled from the entry's ``alternatives``, in order.
+A day is longer than many validities (ECMWFD: 12 h, RESORB: 3 h 17 m), and a newer file may
+start inside it (a calibration valid from 12:00). For cover policies, :func:`select_covering`
+therefore also applies the policy to every elementary sub-window of the day (the window split
+at the candidates' validity edges) and unites the selections: the files processors would use
+for a processing window inside any of those sub-windows. Sub-windows nothing covers are
+reported as gaps. Gaps (or a unit with nothing selected) are filled from the entry's
+``alternatives``, in order.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 from typing import Any
@@ -71,7 +73,8 @@ _ANY = "*"  # the unit when the main type found nothing at all and no platforms 
 
 
 class _Searcher:
-    """Searches a product type over the union of the windows, once per type (memoised)."""
+    """Searches a product type over the union of the windows, once per type (memoised, also
+    when several threads ask for the same type at once)."""
 
     def __init__(
         self, sources: Mapping[str, Source], windows: Sequence[Window], timeout_s: float | None
@@ -79,30 +82,58 @@ class _Searcher:
         self.sources = sources
         self.windows = windows
         self.timeout_s = timeout_s
-        self._cache: dict[tuple[Any, ...], tuple[list[pystac.Item], JsonDict]] = {}
+        self._cache: dict[tuple[Any, ...], _Found] = {}
+        self._locks: dict[tuple[Any, ...], threading.Lock] = {}
+        self._lock = threading.Lock()
 
-    def candidates(self, spec: ProductSpec) -> tuple[list[pystac.Item], JsonDict]:
-        """The items found for ``spec`` and the filter that was sent."""
+    def candidates(self, spec: ProductSpec) -> _Found:
+        """The valid items found for ``spec``, the filter sent, and the items refused."""
         key = (
             spec.source,
+            spec.source_collections,
             spec.product_type,
             spec.policy,
             spec.platforms,
             spec.margin_before_s,
             spec.margin_after_s,
         )
-        if key not in self._cache:
-            # Cover candidates of any sub-window intersect the window: ask for those, decide the
-            # exact (inclusive) cover on the client.
-            kind: WindowKind = policy_window_kind(spec.policy)
-            if kind == "cover":
-                kind = "intersect"
-            start = min(w.start for w in self.windows) - timedelta(seconds=spec.margin_before_s)
-            end = max(w.end for w in self.windows) + timedelta(seconds=spec.margin_after_s)
-            cql = window_filter(spec.product_type, start, end, kind, spec.platforms)
-            request = SearchRequest(filter=cql, timeout_s=self.timeout_s)
-            self._cache[key] = (self.sources[spec.source].search(request), cql)
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                self._cache[key] = self._search(spec)
         return self._cache[key]
+
+    def _search(self, spec: ProductSpec) -> _Found:
+        # Cover candidates of any sub-window intersect the window: ask for those, decide the
+        # exact (inclusive) cover on the client.
+        kind: WindowKind = policy_window_kind(spec.policy)
+        if kind == "cover":
+            kind = "intersect"
+        start = min(w.start for w in self.windows) - timedelta(seconds=spec.margin_before_s)
+        end = max(w.end for w in self.windows) + timedelta(seconds=spec.margin_after_s)
+        cql = window_filter(spec.product_type, start, end, kind, spec.platforms)
+        request = SearchRequest(
+            filter=cql, collections=spec.source_collections, timeout_s=self.timeout_s
+        )
+        found = _Found(cql)
+        for item in self.sources[spec.source].search(request):
+            try:
+                validity(item)
+            except ValueError as exc:  # one broken record must not hide the others
+                found.invalid.append({"id": item.id, "reason": str(exc)})
+                continue
+            found.items.append(item)
+        return found
+
+
+@dataclass
+class _Found:
+    """What a search returned: usable items, the filter sent, and the items refused."""
+
+    filter: JsonDict
+    items: list[pystac.Item] = field(default_factory=list)
+    invalid: list[JsonDict] = field(default_factory=list)
 
 
 Gap = tuple[datetime, datetime]
@@ -118,12 +149,13 @@ def select_covering(
 ) -> tuple[list[pystac.Item], list[Gap]]:
     """The policy's selection for ``[start, end]``, and the parts of it left uncovered.
 
-    For cover policies, when no single file covers the whole window, the policy is applied to
-    each elementary sub-window (split where a candidate starts or stops covering) and the
-    selections are united; sub-windows with no selection are returned as gaps (merged).
+    For cover policies the policy is also applied to each elementary sub-window (the window
+    split where a candidate starts or stops covering) and the selections are united: a newer
+    file valid from the afternoon on, or files shorter than the window, are what processors
+    use for windows inside it. Sub-windows with no selection are returned as gaps (merged).
     """
     chosen = select(items, policy, start, end, margin_before_s, margin_after_s)
-    if chosen or policy_window_kind(policy) != "cover":
+    if policy_window_kind(policy) != "cover":
         return chosen, ([] if chosen else [(start, end)])
     before, after = timedelta(seconds=margin_before_s), timedelta(seconds=margin_after_s)
     edges = {start, end}
@@ -133,7 +165,7 @@ def select_covering(
             if start < edge < end:
                 edges.add(edge)
     points = sorted(edges)
-    picked: dict[tuple[str | None, str], pystac.Item] = {}
+    picked = {(item.collection_id, item.id): item for item in chosen}
     gaps: list[Gap] = []
     for low, high in pairwise(points):
         sub = select(items, policy, low, high, margin_before_s, margin_after_s)
@@ -158,7 +190,8 @@ def _by_unit(
 
 
 def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> JsonDict:
-    candidates, cql = searcher.candidates(spec)
+    found = searcher.candidates(spec)
+    candidates = found.items
     units = _by_unit(spec, candidates) or {_ANY: []}
     selected: list[pystac.Item] = []
     used: dict[str, list[str]] = {}
@@ -177,7 +210,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Jso
             if not gaps:
                 break
             alt = spec.alternative(alt_type)
-            alt_units = _by_unit(alt, searcher.candidates(alt)[0])
+            alt_units = _by_unit(alt, searcher.candidates(alt).items)
             alt_items = [i for u, g in alt_units.items() if unit in (_ANY, u) for i in g]
             remaining: list[Gap] = []
             for low, high in gaps:
@@ -203,9 +236,10 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Jso
         "mandatory": spec.mandatory,
         "assets": list(spec.assets) if spec.assets is not None else None,
         "unpack": spec.unpack,
-        "filter": cql,
+        "filter": found.filter,
         "n_candidates": len(candidates),
         "candidates": [_summary(i) for i in candidates if _touches(i, spec, window)],
+        "invalid_candidates": found.invalid,
         "used_types": used,
         "missing_units": sorted(missing),
         "gaps": missing,

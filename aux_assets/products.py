@@ -30,6 +30,7 @@ class ProductSpec(BaseModel):
     product_type: str
     source: str = "auxip"
     collection: str
+    source_collections: tuple[str, ...] | None = None
     policy: str = "LatestValCover"
     margin_before_s: float = Field(default=0, ge=0)
     margin_after_s: float = Field(default=0, ge=0)
@@ -63,6 +64,13 @@ class ProductSpec(BaseModel):
             return check_collection_id(value)
         except UnsafeNameError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("source_collections")
+    @classmethod
+    def _source_collections(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            cls._collection(name)
+        return value
 
     @field_validator("policy")
     @classmethod

@@ -1,47 +1,72 @@
-"""Print what a materialized day holds: ``python -m aux_assets.report YYYY-MM-DD``."""
+"""What a materialized day holds, as rows; `python -m aux_assets.report YYYY-MM-DD` prints them."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Iterator, Mapping
 from datetime import date
+from typing import Any, NamedTuple
 
 from aux_assets.resources import aux_home
-from aux_assets.storage import local_path_of
+from aux_assets.urls import file_path
+
+
+class Row(NamedTuple):
+    """One stored file of a selected item (or a product type with no selection)."""
+
+    day: str
+    product_type: str
+    policy: str
+    item_id: str | None
+    href: str
+    size: int | None
+    checksum: str
+
+
+def summary_rows(documents: Mapping[str, Any]) -> Iterator[Row]:
+    """Rows of ``aux_catalog_items`` documents (``{day: document}``), by day."""
+    for day, doc in sorted(documents.items()):
+        for product in doc["products"]:
+            ptype, policy = product["product_type"], str(product["policy"])
+            features = product["items"]["features"]
+            if not features:
+                yield Row(day, ptype, policy, None, "", None, "")
+            for feature in features:
+                for asset in feature["assets"].values():
+                    yield Row(
+                        day,
+                        ptype,
+                        policy,
+                        feature["id"],
+                        asset["href"],
+                        asset.get("file:size"),
+                        asset.get("file:checksum", ""),
+                    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("day", type=date.fromisoformat, help="partition key, YYYY-MM-DD")
-    args = parser.parse_args(argv)
+    key = parser.parse_args(argv).day.isoformat()
     io_dir = aux_home() / "io"
-    path = io_dir / "aux_catalog_items" / f"{args.day.isoformat()}.json"
-    staged_path = io_dir / "aux_staged_items" / f"{args.day.isoformat()}.json"
-    if not path.exists() or not staged_path.exists():
-        print(f"{args.day} is not materialized under {io_dir}", file=sys.stderr)
+    try:
+        catalog = json.loads((io_dir / "aux_catalog_items" / f"{key}.json").read_text())
+        staged = json.loads((io_dir / "aux_staged_items" / f"{key}.json").read_text())
+    except FileNotFoundError:
+        print(f"{key} is not materialized under {io_dir}", file=sys.stderr)
         return 1
-    doc = json.loads(path.read_text())
-    staged = json.loads(staged_path.read_text())
     statuses = [o["status"] for p in staged["products"] for o in p["items"]]
-    print(
-        f"{args.day}: "
-        + ", ".join(f"{statuses.count(s)} {s}" for s in ("staged", "present", "failed"))
-    )
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("staged", "present", "failed"))
+    print(f"{key}: {counts}")
     print(f"{'product type':<14} {'policy':<28} {'size':>8}  item -> stored file")
-    for product in doc["products"]:
-        for feature in product["items"]["features"] or [None]:
-            if feature is None:
-                print(f"{product['product_type']:<14} {product['policy']:<28} {'':>8}  (none)")
-                continue
-            for asset in feature["assets"].values():
-                local = local_path_of(asset["href"])
-                where = str(local) if local else asset["href"]
-                print(
-                    f"{product['product_type']:<14} {product['policy']:<28} "
-                    f"{asset.get('file:size', 0):>8}  {feature['id']} -> {where}"
-                )
-    missing = [t for t, ok in doc["coverage"].items() if not ok]
+    for row in summary_rows({key: catalog}):
+        where = str(file_path(row.href) or row.href)
+        target = f"{row.item_id} -> {where}" if row.item_id else "(none)"
+        size = "" if row.size is None else row.size
+        print(f"{row.product_type:<14} {row.policy:<28} {size:>8}  {target}")
+    missing = [t for t, ok in catalog["coverage"].items() if not ok]
     print("coverage: complete" if not missing else f"coverage: MISSING {', '.join(missing)}")
     return 0
 

@@ -6,23 +6,25 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import cql2
 import pystac
 import requests
 from pystac_client import Client
 from pystac_client.exceptions import APIError
+from pystac_client.warnings import DoesNotConformTo
 
 from aux_assets.filters import JsonDict, parse_filter
 from aux_assets.sources import LTA_NOT_SUPPORTED
 from aux_assets.transfer import Auth, redact_url
+from aux_assets.urls import file_path, local_path
 
 # pystac discovers its extension hooks lazily on the first migration, which races when the
 # first items are parsed in several threads at once; parse one item here, in the importing thread.
@@ -168,9 +170,13 @@ class StacApiSource:
             raise SearchError(f"search in {self.describe()} failed: {detail}") from None
         except requests.RequestException as exc:
             raise SearchError(f"search in {self.describe()} failed: {type(exc).__name__}") from None
-        except NotImplementedError:
+        except (NotImplementedError, DoesNotConformTo):
             raise SearchError(
                 f"search in {self.describe()} failed: the API does not conform to item search"
+            ) from None
+        except ValueError as exc:  # e.g. a root that answers HTML instead of STAC JSON
+            raise SearchError(
+                f"search in {self.describe()} failed: the answer is not STAC JSON ({exc})"
             ) from None
 
 
@@ -181,9 +187,17 @@ _DATE_PROPS = ("datetime", "start_datetime", "end_datetime")
 
 
 def _matchable(item: JsonDict) -> JsonDict:
-    props = item.get("properties") or {}
-    late = {k: _CQL2_MAX for k in _DATE_PROPS if str(props.get(k) or "") >= "9999-12-30T22"}
-    return {**item, "properties": {**props, **late}} if late else item
+    """The item as cql2 should see it: far-future dates clamped, and an instant item
+    (``datetime`` only) given ``start_datetime = end_datetime = datetime``."""
+    props = dict(item.get("properties") or {})
+    if props.get("datetime") and not props.get("start_datetime"):
+        props["start_datetime"] = props["datetime"]
+    if props.get("datetime") and not props.get("end_datetime"):
+        props["end_datetime"] = props["datetime"]
+    for key in _DATE_PROPS:
+        if str(props.get(key) or "") >= "9999-12-30T22":
+            props[key] = _CQL2_MAX
+    return {**item, "properties": props}
 
 
 def _matches(expr: cql2.Expr, item: JsonDict) -> bool:
@@ -217,6 +231,19 @@ def _item_interval(item: JsonDict) -> tuple[datetime, datetime] | None:
     return _interval(f"{start}/{end}")
 
 
+def _versions(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
+    """Inode and modification time of the catalog documents read (item links live in them;
+    atomic rewrites give a new inode even within one clock tick)."""
+    versions = {}
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            versions[path] = (stat.st_ino, stat.st_mtime_ns)
+        except FileNotFoundError:
+            versions[path] = (-1, -1)
+    return versions
+
+
 def _sort_key(field: str, item: JsonDict) -> str:
     return str(item.get(field) or item.get("properties", {}).get(field) or "")
 
@@ -233,7 +260,7 @@ class LocalStacSource:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
-        self._cache: tuple[float, list[JsonDict]] | None = None
+        self._cache: tuple[dict[Path, tuple[int, int]], list[JsonDict]] | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -271,12 +298,12 @@ class LocalStacSource:
 
     @staticmethod
     def _resolve(href: str, base: Path) -> Path:
-        parsed = urlparse(href)
-        if parsed.scheme == "file":
-            return Path(unquote(parsed.path))
-        if parsed.scheme:
+        if "://" not in href:
+            return (base / href).resolve()
+        path = file_path(href)
+        if path is None:
             raise SearchError(f"static catalog link {href!r} is not a local file")
-        return (base / href).resolve()
+        return path
 
     def _absolute(self, item: JsonDict, base: Path) -> JsonDict:
         for asset in item.get("assets", {}).values():
@@ -287,10 +314,11 @@ class LocalStacSource:
 
     def _items(self) -> list[JsonDict]:
         root = self._root()
-        mtime = os.stat(root).st_mtime
         with self._lock:
-            if self._cache is None or self._cache[0] != mtime:
-                self._cache = (mtime, list(self._walk(root, set())))
+            if self._cache is None or self._cache[0] != _versions(self._cache[0]):
+                seen: set[Path] = set()
+                items = list(self._walk(root, seen))
+                self._cache = (_versions(seen), items)
             return self._cache[1]
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
@@ -322,14 +350,12 @@ def open_source(
     """The source for ``url``: ``http(s)://`` STAC API, ``file://`` or a path on disk, or none."""
     if not url:
         return UnconfiguredSource(name)
-    parsed = urlparse(url)
-    if parsed.scheme in {"http", "https"}:
+    if urlparse(url).scheme in {"http", "https"}:
         return StacApiSource(name, url, auth=auth, timeout_s=timeout_s)
-    if parsed.scheme == "file":
-        return LocalStacSource(name, Path(unquote(parsed.path)))
-    if not parsed.scheme:
-        return LocalStacSource(name, Path(url).resolve())
-    raise SearchError(
-        f"source '{name}': URL scheme {parsed.scheme!r} is not supported; "
-        "use http(s):// for a STAC API or file:// for a static catalog"
-    )
+    path = local_path(url)
+    if path is None:
+        raise SearchError(
+            f"source '{name}': URL scheme {urlparse(url).scheme!r} is not supported; "
+            "use http(s):// for a STAC API or file:// for a static catalog"
+        )
+    return LocalStacSource(name, path)

@@ -20,14 +20,20 @@ import copy
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 from urllib.parse import unquote, urlparse
 
 import pystac
 
-from aux_assets.archives import ArchiveError, Limits, extract_archive, is_archive
-from aux_assets.archives import strip_archive_suffix as _strip_archive_suffix
+from aux_assets.archives import (
+    ArchiveError,
+    ExtractedFile,
+    Limits,
+    extract_archive,
+    is_archive,
+    strip_archive_suffix,
+)
 from aux_assets.catalog import Catalog
 from aux_assets.checksums import Checksum, ChecksumError
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id, check_safe_name
@@ -102,6 +108,26 @@ class _Planned:
     assets: dict[str, pystac.Asset]
     keys: dict[str, str]
     requests: dict[str, TransferRequest] = field(default_factory=dict)
+
+
+class _ItemFailed(Exception):
+    """An item that cannot be staged; the message is its reason."""
+
+
+@dataclass
+class _Ready:
+    """A verified asset ready to commit: its file, or the tree it was unpacked into."""
+
+    source_key: str
+    source: pystac.Asset
+    result: TransferResult
+    storage_key: str
+    key: str = ""
+    tree: Path | None = None
+    files: list[ExtractedFile] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.source_key
 
 
 def asset_filename(key: str, asset: pystac.Asset) -> str:
@@ -228,6 +254,11 @@ class Stager:
                         task, f"asset {key!r} href scheme {scheme or 'none'!r} cannot be fetched"
                     )
                 _source_checksum(asset)
+                size = asset.extra_fields.get("file:size")
+                if size is not None and (type(size) is not int or size < 0):
+                    return self._fail(
+                        task, f"asset {key!r} has file:size {size!r}; it must be an integer >= 0"
+                    )
                 keys[key] = f"{task.collection}/{task.item.id}/{asset_filename(key, asset)}"
         except (UnsafeNameError, ChecksumError) as exc:
             return self._fail(task, str(exc))
@@ -245,8 +276,15 @@ class Stager:
         for plan in planned:
             by_collection.setdefault(plan.task.collection, []).append(plan)
         for collection, plans in by_collection.items():
-            self.catalog.ensure_collection(collection)
-            existing = self.catalog.get_items(collection, [p.task.item.id for p in plans])
+            try:
+                self.catalog.ensure_collection(collection)
+                existing = self.catalog.get_items(collection, [p.task.item.id for p in plans])
+            except Exception as exc:  # the catalog is down or refuses: every item says why
+                for plan in plans:
+                    outcomes[(collection, plan.task.item.id)] = self._fail(
+                        plan.task, f"catalog lookup in {self.catalog.describe()} failed: {exc}"
+                    )
+                continue
             for plan in plans:
                 present = existing.get(plan.task.item.id)
                 if present is not None and self._same(plan, present):
@@ -282,7 +320,7 @@ class Stager:
                 plan.requests[key] = TransferRequest(
                     url=asset.href,
                     part_path=self.storage.part_path(plan.keys[key]),
-                    expected_size=int(size) if size is not None else None,
+                    expected_size=size,
                     expected_checksum=_source_checksum(asset),
                     pool=plan.task.source,
                     allow_file=plan.task.local_source,
@@ -297,91 +335,115 @@ class Stager:
     def _finish(
         self, plan: _Planned, transfers: dict[str, TransferResult | TransferError]
     ) -> tuple[ItemOutcome, pystac.Item | None]:
-        """Commit the verified files of a fully transferred item and build its catalog item."""
+        """Unpack what must be, then commit every verified file of the item and build its
+        catalog item; nothing is committed unless every asset is ready."""
         task = plan.task
-        received = sum(
-            r.bytes_received for r in transfers.values() if isinstance(r, TransferResult)
-        )
+        results = [r for r in transfers.values() if isinstance(r, TransferResult)]
+        received = sum(r.bytes_received for r in results)
         errors = [f"{k}: {r}" for k, r in transfers.items() if isinstance(r, TransferError)]
-        if errors:
-            for result in transfers.values():
-                if isinstance(result, TransferResult):
-                    result.request.part_path.unlink(missing_ok=True)
-            outcome = self._fail(task, "; ".join(errors))
-            outcome.bytes_transferred = received
-            return outcome, None
+        ready: list[_Ready] = []
+        try:
+            if errors:
+                raise _ItemFailed("; ".join(errors))
+            for key, result in transfers.items():
+                assert isinstance(result, TransferResult)
+                ready.append(self._prepare(plan, key, result))
+            _check_collisions(ready)
+            assets = {r.key: self._commit(plan, r) for r in ready}
+        except Exception as exc:
+            for result in results:
+                result.request.part_path.unlink(missing_ok=True)
+            for entry in ready:
+                if entry.tree is not None:
+                    shutil.rmtree(entry.tree, ignore_errors=True)
+            reason = (
+                str(exc)
+                if isinstance(exc, _ItemFailed | ArchiveError | OSError)
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            failed = self._fail(task, reason)
+            failed.bytes_transferred = received
+            return failed, None
         item = copy.deepcopy(task.item)
         item.clear_links()
         item.collection_id = task.collection
-        item.assets = {}
-        outcome = ItemOutcome(task.item.id, task.collection, task.source, "staged")
-        outcome.bytes_transferred = received
-        try:
-            for key, result in transfers.items():
-                assert isinstance(result, TransferResult)
-                source = plan.assets[key]
-                new_key, asset, size, checksum = self._commit(plan, key, result)
-                asset.extra_fields["alternate"] = {"source": self._alternate(source)}
-                item.assets[new_key] = asset
-                outcome.assets.append(
-                    AssetOutcome(new_key, asset.href, size, checksum.multihash(), source.href)
-                )
-        except (ArchiveError, OSError) as exc:
-            for result in transfers.values():
-                if isinstance(result, TransferResult):
-                    result.request.part_path.unlink(missing_ok=True)
-            failed = self._fail(task, str(exc))
-            failed.bytes_transferred = received
-            return failed, None
+        item.assets = assets
         for ext in (FILE_EXT, ALTERNATE_EXT):
             if ext not in item.stac_extensions:
                 item.stac_extensions.append(ext)
+        outcome = ItemOutcome(task.item.id, task.collection, task.source, "staged")
+        outcome.bytes_transferred = received
+        outcome.assets = [
+            AssetOutcome(
+                r.key,
+                assets[r.key].href,
+                int(assets[r.key].extra_fields["file:size"]),
+                str(assets[r.key].extra_fields["file:checksum"]),
+                r.source.href,
+            )
+            for r in ready
+        ]
         return outcome, item
 
-    @staticmethod
-    def _alternate(source: pystac.Asset) -> dict[str, Any]:
-        alt: dict[str, Any] = {"href": source.href}
-        for name in ("file:size", "file:checksum"):
-            if name in source.extra_fields:
-                alt[name] = source.extra_fields[name]
-        return alt
-
-    def _commit(
-        self, plan: _Planned, key: str, result: TransferResult
-    ) -> tuple[str, pystac.Asset, int, Checksum]:
-        """Commit one verified file (or its unpacked tree); return the registered asset."""
-        source = plan.assets[key]
+    def _prepare(self, plan: _Planned, key: str, result: TransferResult) -> _Ready:
+        """A verified asset, unpacked into a scratch tree when asked (nothing committed)."""
         storage_key = plan.keys[key]
         name = storage_key.rsplit("/", 1)[1]
-        if not (plan.task.unpack and is_archive(name)):
-            href = self.storage.commit(result.request.part_path, storage_key)
-            asset = self._asset(source, href, result.size, result.checksum)
-            return key, asset, result.size, result.checksum
-        scratch = self.storage.scratch_dir(storage_key)
-        try:
-            files = extract_archive(result.request.part_path, scratch, self.archive_limits, name)
-            prefix = storage_key.rsplit("/", 1)[0]
-            hrefs = self.storage.commit_tree(scratch, prefix)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-            result.request.part_path.unlink(missing_ok=True)
-        if not files:
-            raise ArchiveError(f"{name}: the archive is empty")
-        largest = min(files, key=lambda f: (-f.size, f.path.as_posix()))
-        checksum = Checksum("sha256", largest.sha256)
-        asset = self._asset(source, hrefs[largest.path.as_posix()], largest.size, checksum)
-        asset.media_type = None
-        return _strip_archive_suffix(key), asset, largest.size, checksum
+        ready = _Ready(key, plan.assets[key], result, storage_key)
+        if plan.task.unpack and is_archive(name):
+            tree = self.storage.scratch_dir(storage_key)
+            ready.files = extract_archive(result.request.part_path, tree, self.archive_limits, name)
+            ready.tree = tree
+            if not ready.files:
+                raise ArchiveError(f"{name}: the archive is empty")
+            ready.key = strip_archive_suffix(key)
+        return ready
 
-    @staticmethod
-    def _asset(source: pystac.Asset, href: str, size: int, checksum: Checksum) -> pystac.Asset:
-        extra = {k: v for k, v in source.extra_fields.items() if not k.startswith("file:")}
-        extra.update({"file:size": size, "file:checksum": checksum.multihash()})
-        return pystac.Asset(
-            href=href,
-            title=source.title,
-            description=source.description,
-            media_type=source.media_type,
-            roles=source.roles,
-            extra_fields=extra,
-        )
+    def _commit(self, plan: _Planned, ready: _Ready) -> pystac.Asset:
+        """Commit one verified file (or its unpacked tree); return the registered asset."""
+        result = ready.result
+        if ready.tree is None:
+            href = self.storage.commit(result.request.part_path, ready.storage_key)
+            asset = _asset(ready.source, href, result.size, result.checksum)
+        else:
+            prefix = ready.storage_key.rsplit("/", 1)[0]
+            hrefs = self.storage.commit_tree(ready.tree, prefix)
+            result.request.part_path.unlink(missing_ok=True)
+            largest = min(ready.files, key=lambda f: (-f.size, f.path.as_posix()))
+            checksum = Checksum("sha256", largest.sha256)
+            asset = _asset(ready.source, hrefs[largest.path.as_posix()], largest.size, checksum)
+            asset.media_type = None
+        alternate: dict[str, Any] = {"href": ready.source.href}
+        for name in ("file:size", "file:checksum"):
+            if name in ready.source.extra_fields:
+                alternate[name] = ready.source.extra_fields[name]
+        asset.extra_fields["alternate"] = {"source": alternate}
+        return asset
+
+
+def _asset(source: pystac.Asset, href: str, size: int, checksum: Checksum) -> pystac.Asset:
+    """The registered asset: the source's fields, our href, the verified size and checksum."""
+    extra = {k: v for k, v in source.extra_fields.items() if not k.startswith("file:")}
+    extra.update({"file:size": size, "file:checksum": checksum.multihash()})
+    return pystac.Asset(
+        href=href,
+        title=source.title,
+        description=source.description,
+        media_type=source.media_type,
+        roles=source.roles,
+        extra_fields=extra,
+    )
+
+
+def _check_collisions(ready: Sequence[_Ready]) -> None:
+    """Refuse an item whose assets (or unpacked members) would write the same file."""
+    owners: dict[str, str] = {}
+    for entry in ready:
+        name = entry.storage_key.rsplit("/", 1)[1]
+        paths = [f.path.as_posix() for f in entry.files] if entry.tree is not None else [name]
+        for path in paths:
+            if path in owners:
+                raise _ItemFailed(
+                    f"assets {owners[path]!r} and {entry.source_key!r} would both write {path!r}"
+                )
+            owners[path] = entry.source_key

@@ -13,9 +13,9 @@ import shutil
 import uuid
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import unquote, urlparse
 
 from aux_assets.names import check_safe_name
+from aux_assets.urls import file_path, local_path
 
 
 class StorageError(RuntimeError):
@@ -109,25 +109,18 @@ class LocalStorage:
         return self._path(key).as_uri()
 
     def exists(self, href: str) -> bool:
-        path = local_path_of(href)
+        path = file_path(href)
         return path is not None and path.is_file()
-
-
-def local_path_of(href: str) -> Path | None:
-    """The local path of a ``file://`` href, or ``None`` for other schemes."""
-    parsed = urlparse(href)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else None
 
 
 def open_storage(url: str | None, default_root: Path) -> Storage:
     """The storage for ``AUX_STORAGE_URL``: ``file:///path``, a plain path, or the default."""
     if not url:
         return LocalStorage(default_root)
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        return LocalStorage(Path(unquote(parsed.path)))
-    if not parsed.scheme:
-        return LocalStorage(Path(url))
-    raise StorageError(
-        f"AUX_STORAGE_URL scheme {parsed.scheme!r} is not supported yet; use file:///path"
-    )
+    path = local_path(url)
+    if path is None:
+        raise StorageError(
+            f"AUX_STORAGE_URL scheme {url.split(':', 1)[0]!r} is not supported yet; "
+            "use file:///path"
+        )
+    return LocalStorage(path)

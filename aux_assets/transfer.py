@@ -21,11 +21,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit, urlunsplit
-from urllib.request import url2pathname
 
 import httpx
 
 from aux_assets.checksums import Checksum, Hasher, new_hasher
+from aux_assets.urls import file_path
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REMOTE_SCHEMES = frozenset(_DEFAULT_PORTS)
@@ -329,7 +329,8 @@ class TransferEngine:
         )
 
     async def _copy_local(self, request: TransferRequest, part: _PartFile) -> None:
-        source_path = Path(url2pathname(urlsplit(request.url).path))
+        source_path = file_path(request.url)
+        assert source_path is not None  # checked by _check_url
         with source_path.open("rb") as source:
             while chunk := await asyncio.to_thread(source.read, self._chunk_size):
                 await part.write(chunk)
@@ -372,9 +373,19 @@ class TransferEngine:
                 headers["If-Range"] = progress.validator
         async with self._open(request, headers) as response:
             end = self._accept(request, response, progress)
-            async for chunk in response.aiter_raw(self._chunk_size):
-                progress.received += len(chunk)
-                await part.write(chunk)
+            # Chunks are gathered here, not by httpx, so that the bytes that did arrive before
+            # a cut are written (and a retry resumes after them).
+            buffer = bytearray()
+            try:
+                async for chunk in response.aiter_raw():
+                    progress.received += len(chunk)
+                    buffer += chunk
+                    if len(buffer) >= self._chunk_size:
+                        await part.write(bytes(buffer))
+                        buffer.clear()
+            finally:
+                if buffer:
+                    await part.write(bytes(buffer))
         if end is not None and part.size < end:
             raise _Retry(f"body truncated at {part.size} of {end} bytes")
 
@@ -403,7 +414,8 @@ class TransferEngine:
                 progress.resumed = False
                 raise _Retry("the server answered another byte range than the one asked for")
             progress.resumed = progress.resumed or part.size > 0
-            end, total = int(match[2]) + 1, _int_or_none(match[3])
+            total = _int_or_none(match[3])
+            end = total if total is not None else int(match[2]) + 1
         elif status == 401:
             raise _Unauthorized
         elif status == 429 or status >= 500:

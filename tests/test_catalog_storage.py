@@ -5,7 +5,8 @@ import pytest
 
 from aux_assets.catalog import LocalCatalog, open_catalog
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id
-from aux_assets.storage import LocalStorage, StorageError, local_path_of, open_storage
+from aux_assets.storage import LocalStorage, StorageError, open_storage
+from aux_assets.urls import file_path
 
 
 def _item(item_id: str, start: str = "2026-01-05T00:00:00Z", end: str = "2026-01-06T00:00:00Z"):
@@ -92,7 +93,7 @@ def test_local_storage_commits_atomically(tmp_path):
     assert part != storage.part_path("s1-aux/ITEM/ITEM.EOF")  # two runs never share a part
     part.write_bytes(b"data")
     href = storage.commit(part, "s1-aux/ITEM/ITEM.EOF")
-    assert local_path_of(href).read_bytes() == b"data" and not part.exists()
+    assert file_path(href).read_bytes() == b"data" and not part.exists()
     assert storage.exists(href) and not storage.exists(storage.href("s1-aux/ITEM/missing"))
     assert not storage.exists("s3://bucket/s1-aux/ITEM/ITEM.EOF")
     tree = storage.scratch_dir("s1-aux/ITEM/X.SAFE.zip")
@@ -100,7 +101,7 @@ def test_local_storage_commits_atomically(tmp_path):
     (tree / "X.SAFE" / "manifest.safe").write_text("m")
     hrefs = storage.commit_tree(tree, "s1-aux/ITEM")
     assert list(hrefs) == ["X.SAFE/manifest.safe"] and not tree.exists()
-    assert local_path_of(hrefs["X.SAFE/manifest.safe"]).read_text() == "m"
+    assert file_path(hrefs["X.SAFE/manifest.safe"]).read_text() == "m"
     with pytest.raises(UnsafeNameError):
         storage.part_path("s1-aux/../../etc/passwd")
 

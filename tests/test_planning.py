@@ -166,9 +166,38 @@ def test_a_range_is_searched_once_per_type_and_selected_per_day():
     assert len(source.requests) == 1
     for d in range(3):
         (product,) = docs[f"day{d}"]["products"]
-        assert [f["id"] for f in product["selected"]["features"]] == [f"POE_{d}"]
+        # the day's file, and the next day's for the last hour it covers (newer generation)
+        assert [f["id"] for f in product["selected"]["features"]] == [f"POE_{d}", f"POE_{d + 1}"]
 
 
 def test_window_end_before_start_is_refused():
     with pytest.raises(ValueError, match="before start"):
         Window("x", D, D - timedelta(seconds=1))
+
+
+def test_a_newer_open_ended_file_starting_inside_the_day_is_selected_too():
+    far = datetime(2100, 1, 1, tzinfo=UTC)
+    g1 = _item(
+        "CAL_G1",
+        datetime(2020, 1, 1, tzinfo=UTC),
+        far,
+        "AUX_CAL",
+        gen=datetime(2020, 1, 2, tzinfo=UTC),
+    )
+    g2 = _item("CAL_G2", D + timedelta(hours=12), far, "AUX_CAL", gen=D)
+    chosen, gaps = select_covering([g1, g2], "LatestValCover", D, D + timedelta(days=1))
+    assert [i.id for i in chosen] == ["CAL_G1", "CAL_G2"] and gaps == []
+
+
+def test_invalid_candidates_are_set_aside_with_their_reason():
+    good = _item("POE", D - timedelta(hours=1), D + timedelta(hours=25), "AUX_POEORB")
+    broken = _item("BROKEN", D, D, "AUX_POEORB")
+    broken.properties["end_datetime"] = "not a date"
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    source = CountingSource([good])
+    source.search = lambda request: [good, broken]  # a source returning a broken record
+    (doc,) = plan_windows([_spec()], [window], {"auxip": source}).values()
+    (product,) = doc["products"]
+    assert [f["id"] for f in product["selected"]["features"]] == ["POE"]
+    (invalid,) = product["invalid_candidates"]
+    assert invalid["id"] == "BROKEN" and "end_datetime" in invalid["reason"]

@@ -174,3 +174,45 @@ def test_open_ended_9999_validity_matches_despite_cql2_overflow(tmp_path):
     cql = window_filter("MPL_ORBSCT", *DAY, "cover")
     (item,) = open_source("auxip", str(path)).search(SearchRequest(filter=cql))
     assert item.properties["end_datetime"] == "9999-12-31T23:59:59Z"  # returned unchanged
+
+
+def test_instant_items_with_only_datetime_are_found(tmp_path):
+    instant = {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "id": "INSTANT",
+        "geometry": None,
+        "properties": {"datetime": "2026-01-05T12:00:00Z", "product:type": "AUX_WND"},
+        "assets": {},
+        "links": [],
+    }
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [instant]}))
+    cql = window_filter("AUX_WND", *DAY, "intersect")
+    assert [i.id for i in open_source("auxip", str(path)).search(SearchRequest(filter=cql))] == [
+        "INSTANT"
+    ]
+
+
+def test_a_url_that_is_not_a_stac_api_is_a_clear_search_error():
+    def html(h):
+        from tests.servers import send
+
+        send(h, 200, b"<html>portal</html>", "text/html")
+
+    with (
+        serve(html) as (url, _),
+        pytest.raises(SearchError, match=r"search in prip at .* not STAC JSON"),
+    ):
+        StacApiSource("prip", url).search(SearchRequest())
+
+
+def test_local_source_sees_items_added_after_its_first_search(tmp_path):
+    from aux_assets.catalog import LocalCatalog
+
+    catalog = LocalCatalog(tmp_path / "cat")
+    catalog.upsert("s1-aux", [pystac.Item.from_dict({**FEATURES[0], "collection": "s1-aux"})])
+    source = open_source("catalog", str(tmp_path / "cat" / "catalog.json"))
+    assert len(source.search(SearchRequest())) == 1
+    catalog.upsert("s1-aux", [pystac.Item.from_dict({**FEATURES[1], "collection": "s1-aux"})])
+    assert len(source.search(SearchRequest())) == 2

@@ -7,10 +7,11 @@ import pystac
 import pytest
 
 from aux_assets.catalog import LocalCatalog
-from aux_assets.checksums import Checksum, file_checksum
+from aux_assets.checksums import Checksum
 from aux_assets.staging import Stager, StageTask
-from aux_assets.storage import LocalStorage, local_path_of
+from aux_assets.storage import LocalStorage
 from aux_assets.transfer import RetryPolicy
+from aux_assets.urls import file_path
 from tests.servers import file_handler, send, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
@@ -93,14 +94,14 @@ def test_stage_verify_register_then_rerun_moves_nothing(world):
     registered = world["catalog"].get_items("s1-aux", [i.id for i in items])
     for item in items:
         ((key, asset),) = registered[item.id].assets.items()
-        path = local_path_of(asset.href)
+        path = file_path(asset.href)
         assert path is not None and path.is_relative_to(world["root"] / "storage")
         source = item.assets[key]
         assert path.read_bytes() == (world["src"] / key).read_bytes()
         assert asset.extra_fields["alternate"]["source"]["href"] == source.href
         expected = Checksum("md5", source.extra_fields["file:checksum"])
         assert Checksum.parse(asset.extra_fields["file:checksum"]) == expected
-        assert file_checksum(str(path), "md5") == expected
+        assert hashlib.md5(path.read_bytes()).hexdigest() == expected.hexdigest
     lookups = world["catalog"].lookups
     again = _stager(world).stage(tasks)
     assert [o.status for o in again] == ["present"] * 3
@@ -139,7 +140,7 @@ def test_republished_item_with_new_checksum_is_staged_again(world):
         [StageTask(_item("X", {"X.EOF": (href, v2)}, raw_md5=False), "s1-aux", "auxip")]
     )
     assert outcome.status == "staged"
-    assert local_path_of(outcome.assets[0].href).read_bytes() == v2
+    assert file_path(outcome.assets[0].href).read_bytes() == v2
 
 
 def test_missing_stored_file_is_restaged(world):
@@ -148,9 +149,9 @@ def test_missing_stored_file_is_restaged(world):
         _item("Y", {"Y.EOF": (_publish(world, "Y.EOF", data), data)}), "s1-aux", "auxip"
     )
     (first,) = _stager(world).stage([task])
-    local_path_of(first.assets[0].href).unlink()
+    file_path(first.assets[0].href).unlink()
     (second,) = _stager(world).stage([task])
-    assert second.status == "staged" and local_path_of(second.assets[0].href).read_bytes() == data
+    assert second.status == "staged" and file_path(second.assets[0].href).read_bytes() == data
 
 
 @pytest.mark.parametrize(
@@ -248,4 +249,96 @@ def test_local_source_file_hrefs_are_read(world):
     path.write_bytes(data)
     item = _item("L", {"L.EOF": (path.as_uri(), data)})
     (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", local_source=True)])
-    assert outcome.status == "staged" and local_path_of(outcome.assets[0].href).read_bytes() == data
+    assert outcome.status == "staged" and file_path(outcome.assets[0].href).read_bytes() == data
+
+
+def test_malformed_file_size_fails_only_that_item(world):
+    data = b"x" * 10
+    ok = _item("SIZE_OK", {"SIZE_OK.EOF": (_publish(world, "SIZE_OK.EOF", data), data)})
+    bad = _item("SIZE_BAD", {"SIZE_BAD.EOF": (_publish(world, "SIZE_BAD.EOF", data), data)})
+    bad.assets["SIZE_BAD.EOF"].extra_fields["file:size"] = "n/a"
+    outcomes = _stager(world).stage(
+        [StageTask(ok, "s1-aux", "auxip"), StageTask(bad, "s1-aux", "auxip")]
+    )
+    assert [o.status for o in outcomes] == ["staged", "failed"]
+    assert "file:size 'n/a'" in (outcomes[1].reason or "")
+
+
+def _lzma_zip_with_corrupt_member() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_LZMA) as zf:
+        zf.writestr("C.SAFE/data.bin", b"payload" * 5000)
+    raw = bytearray(buffer.getvalue())
+    raw[60:80] = b"\xff" * 20  # inside the compressed member
+    return bytes(raw)
+
+
+def test_a_corrupt_archive_fails_its_item_and_the_others_are_registered(world):
+    good = b"good" * 100
+    broken = _lzma_zip_with_corrupt_member()
+    tasks = [
+        StageTask(_item("G", {"G.EOF": (_publish(world, "G.EOF", good), good)}), "s1-aux", "auxip"),
+        StageTask(
+            _item("C.SAFE", {"C.SAFE.zip": (_publish(world, "C.SAFE.zip", broken), broken)}),
+            "s1-aux",
+            "auxip",
+            unpack=True,
+        ),
+    ]
+    outcomes = _stager(world).stage(tasks)
+    assert [o.status for o in outcomes] == ["staged", "failed"]
+    assert "C.SAFE.zip" in (outcomes[1].reason or "")
+    assert sorted(world["catalog"].get_items("s1-aux", ["G", "C.SAFE"])) == ["G"]
+    assert not (world["root"] / "storage" / "s1-aux" / "C.SAFE").exists() or not [
+        p for p in (world["root"] / "storage" / "s1-aux" / "C.SAFE").rglob("*") if p.is_file()
+    ]
+
+
+def test_unpacked_members_may_not_overwrite_another_asset(world):
+    archive = _safe_zip({"X.EOF": b"from the zip"})
+    plain = b"plain file"
+    item = _item(
+        "COLLIDE",
+        {
+            "X.EOF": (_publish(world, "X.EOF", plain), plain),
+            "X.zip": (_publish(world, "X.zip", archive), archive),
+        },
+    )
+    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", unpack=True)])
+    assert outcome.status == "failed" and "would both write 'X.EOF'" in (outcome.reason or "")
+    assert _visible_files(world["root"]) == []
+
+
+def test_two_concurrent_runs_of_the_same_items_never_duplicate_or_corrupt(world):
+    import threading
+
+    items = []
+    for i in range(12):
+        data = bytes([i]) * (50_000 + i)
+        name = f"CONC_{i}.EOF"
+        items.append(_item(f"CONC_{i}", {name: (_publish(world, name, data), data)}))
+    tasks = [StageTask(item, "s1-aux", "auxip") for item in items]
+    results: list[list] = []
+
+    def run() -> None:
+        stager = Stager(LocalCatalog(world["root"] / "catalog"), world["storage"], retry=FAST)
+        results.append(stager.stage(tasks))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for outcomes in results:
+        assert {o.status for o in outcomes} <= {"staged", "present"}
+    registered = world["catalog"].get_items("s1-aux", [i.id for i in items])
+    assert len(registered) == 12
+    collection = pystac.Collection.from_file(
+        str(world["root"] / "catalog" / "s1-aux" / "collection.json")
+    )
+    assert len(list(collection.get_items())) == 12  # no duplicate item links
+    for item in items:
+        (asset,) = registered[item.id].assets.values()
+        assert file_path(asset.href).read_bytes() == (world["src"] / f"{item.id}.EOF").read_bytes()
+    assert not [p for p in _visible_files(world["root"]) if p.name.endswith(".part")]

@@ -142,7 +142,9 @@ class FaultHandler(BaseHTTPRequestHandler):
         if asked and "norange" not in flags and if_range in (None, etag(name), LAST_MODIFIED):
             start, status = int(asked.removeprefix("bytes=").split("-")[0]), 206
             shown = 0 if "badrange" in flags else start
-            headers["Content-Range"] = f"bytes {shown}-{len(data) - 1}/{len(data)}"
+            stop = min(len(data), start + 65536) if "short206" in flags else len(data)
+            headers["Content-Range"] = f"bytes {shown}-{stop - 1}/{len(data)}"
+            data = data[:stop]
         body = data[start:]
         cut = "cut-always" in flags or ("cut-once" in flags and first)
         self.send(status, body[: len(body) // 2] if cut else body, headers, len(body))
@@ -311,6 +313,31 @@ def test_cut_body_resumes_with_range_and_if_range(servers: Servers, tmp_path: Pa
     assert 0 < offset <= SIZE // 2
     assert second["if-range"] == etag("a.bin")
     assert len(sleeps.calls) == 1
+
+
+def test_resume_starts_exactly_where_the_cut_was_with_default_chunks(
+    servers: Servers, tmp_path: Path
+) -> None:
+    result = fetch(
+        TransferRequest(servers.url("cut-once"), tmp_path / "a.part"), chunk_size=1 << 20
+    )
+    assert_complete(result)
+    assert result.resumed and result.bytes_received == SIZE
+    second = servers.main.headers_for("/cut-once/a.bin")[1]
+    assert second["range"] == f"bytes={SIZE // 2}-"  # nothing received was thrown away
+
+
+def test_a_short_206_is_never_taken_for_the_whole_file(servers: Servers, tmp_path: Path) -> None:
+    """A server answering a resume with less than the rest: keep resuming, never stop short."""
+    request = TransferRequest(servers.url("cut-once+short206"), tmp_path / "a.part")
+    result = fetch(request, retry=RetryPolicy(attempts=20, backoff_s=0.0))
+    assert_complete(result)
+    assert result.attempts > 2
+    short = fetch_error(
+        TransferRequest(servers.url("cut-once+short206", "b.bin"), tmp_path / "b.part"),
+        retry=RetryPolicy(attempts=2, backoff_s=0.0),
+    )
+    assert "truncated" in str(short) and not (tmp_path / "b.part").exists()
 
 
 def test_range_ignored_restarts_from_zero(servers: Servers, tmp_path: Path) -> None:

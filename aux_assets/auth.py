@@ -1,0 +1,350 @@
+"""OAuth2 bearer tokens: one token lifecycle per source, shared by all its searches and transfers.
+
+One :class:`OAuth2Auth` per source is shared by every search (threads, ``requests``) and transfer
+(asyncio, ``httpx``). It fetches a token on first use (password grant when a username and password
+are set, else client credentials), renews it before it expires (with the refresh token while that
+is valid, else the original grant) and, after a 401, renews it once for all the requests that used
+the rejected token. A provider counting one token as one session (CDSE: at most 100, eodag #858)
+therefore sees one session per source and process, not one per product.
+
+Tokens go only to the source's origin (and explicitly listed extra origins). Error messages name
+the redacted token endpoint, the HTTP status and the server's error, never a secret or a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from aux_assets.transfer import Auth, StaticAuth, origin_of, redact_url
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_EXPIRES_IN_S = 300.0
+FAILURE_HOLD_S = 10.0  # a failed token request is re-raised, not retried, for this long
+_MAX_ERROR_CHARS = 300
+
+
+class AuthError(RuntimeError):
+    """A token request that failed: the endpoint (redacted) and why, never a credential."""
+
+
+@dataclass(frozen=True, repr=False)
+class OAuth2Settings:
+    """Where and how to obtain a token, and the origins (``scheme://host[:port]``) it is sent to."""
+
+    token_url: str
+    origin: str
+    client_id: str
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    scope: str | None = None
+    extra_origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.token_url).scheme.lower() not in {"http", "https"}:
+            raise ValueError(f"token_url {redact_url(self.token_url)!r} must be an http(s) URL")
+        if not self.client_id:
+            raise ValueError("client_id must not be empty")
+        if bool(self.username) != bool(self.password):
+            missing = "password" if self.username else "username"
+            raise ValueError(f"the password grant needs both username and password: set {missing}")
+
+    @property
+    def grant_type(self) -> str:
+        """``password`` when a username and password are set, else ``client_credentials``."""
+        return "password" if self.username and self.password else "client_credentials"
+
+    def __repr__(self) -> str:
+        return (
+            f"OAuth2Settings(token_url={redact_url(self.token_url)!r}, origin={self.origin!r}, "
+            f"client_id={self.client_id!r}, client_secret={_mask(self.client_secret)}, "
+            f"username={self.username!r}, password={_mask(self.password)}, scope={self.scope!r}, "
+            f"extra_origins={self.extra_origins!r}, grant_type={self.grant_type!r})"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class _Token:
+    """An access token, when to renew it, and the refresh token that may do so."""
+
+    access_token: str
+    renew_at: float
+    refresh_token: str | None
+    refresh_expires_at: float | None
+    generation: int
+
+
+class OAuth2Auth:
+    """An :class:`~aux_assets.transfer.Auth` with a shared, proactively renewed OAuth2 token.
+
+    Thread-safe; ``refresh`` may be awaited from any number of tasks at once.
+    """
+
+    def __init__(
+        self,
+        settings: OAuth2Settings,
+        *,
+        refresh_margin_s: float = 60.0,
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._origins = frozenset(origin_of(o) for o in (settings.origin, *settings.extra_origins))
+        self._margin = refresh_margin_s
+        self._timeout = timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: _Token | None = None
+        self._failure: tuple[float, AuthError] | None = None
+        self._requests = 0
+        self._client: httpx.Client | None = None  # made on first use, then used under the lock
+        # Generation of the token the current thread/task last sent (None: it sent none of ours).
+        self._sent: ContextVar[int | None] = ContextVar(f"oauth2_sent_{id(self)}")
+
+    @property
+    def settings(self) -> OAuth2Settings:
+        """The settings this instance was built with."""
+        return self._settings
+
+    @property
+    def token_requests(self) -> int:
+        """How many requests were made to the token endpoint."""
+        return self._requests
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """A bearer header for the allowed origins (fetching a token when due); ``{}`` elsewhere."""
+        if origin_of(url) not in self._origins:
+            self._sent.set(None)
+            return {}
+        token = self._token
+        if token is None or self._clock() >= token.renew_at:
+            token = self._renew(token.generation if token else 0)
+        self._sent.set(token.generation)
+        return {"Authorization": f"Bearer {token.access_token}"}
+
+    async def refresh(self) -> bool:
+        """Renew the token after a 401, unless another caller already replaced the one sent.
+
+        ``False`` when the last request of this task carried none of our tokens (a 401 from
+        another origin, which a new token cannot fix).
+        """
+        try:
+            sent = self._sent.get()
+        except LookupError:
+            token = self._token
+            sent = token.generation if token else 0
+        if sent is None:
+            return False
+        await asyncio.to_thread(self._renew, sent)
+        return True
+
+    def __repr__(self) -> str:
+        return f"OAuth2Auth({self._settings!r}, token_requests={self._requests})"
+
+    def _renew(self, stale_generation: int) -> _Token:
+        """A token newer than ``stale_generation``: the current one, or a new one if it is stale."""
+        with self._lock:
+            token = self._token
+            if token is not None and token.generation != stale_generation:
+                return token
+            if self._failure and self._clock() < self._failure[0] + FAILURE_HOLD_S:
+                # N transfers must not make N failed logins (providers lock such accounts)
+                raise AuthError(*self._failure[1].args)
+            try:
+                self._token = self._obtain(token)
+            except AuthError as exc:
+                self._failure = (self._clock(), exc)
+                raise
+            self._failure = None
+            return self._token
+
+    def _obtain(self, old: _Token | None) -> _Token:
+        """Use the refresh token while it is valid (falling back if rejected), else the grant."""
+        generation = old.generation + 1 if old else 1
+        if old and old.refresh_token:
+            expires = old.refresh_expires_at
+            if expires is None or self._clock() < expires:
+                try:
+                    fields = {"grant_type": "refresh_token", "refresh_token": old.refresh_token}
+                    return self._request(fields, generation, old)
+                except AuthError as exc:
+                    _log.info("%s; falling back to the %s grant", exc, self._settings.grant_type)
+        s = self._settings
+        fields = {"grant_type": s.grant_type}
+        if s.username and s.password:
+            fields |= {"username": s.username, "password": s.password}
+        if s.scope:
+            fields["scope"] = s.scope
+        return self._request(fields, generation, old)
+
+    def _request(self, fields: dict[str, str], generation: int, old: _Token | None) -> _Token:
+        """POST one grant to the token endpoint (form-encoded, RFC 6749) and parse the answer."""
+        s = self._settings
+        data = {**fields, "client_id": s.client_id}
+        if s.client_secret:
+            data["client_secret"] = s.client_secret
+        secrets = [
+            s.client_secret,
+            s.password,
+            *((old.access_token, old.refresh_token) if old else ()),
+        ]
+        grant = fields["grant_type"]
+        self._requests += 1
+        issued = self._clock()
+        try:
+            response = self._http().post(s.token_url, data=data)
+        except httpx.HTTPError as exc:
+            raise self._error(grant, f"{type(exc).__name__}: {exc}", secrets) from None
+        payload = _json_object(response)
+        if not response.is_success:
+            detail = f"HTTP {response.status_code} {response.reason_phrase}"
+            if payload and payload.get("error"):
+                detail += f": {payload['error']}"
+                if payload.get("error_description"):
+                    detail += f" ({payload['error_description']})"
+            raise self._error(grant, detail, secrets)
+        try:
+            token = self._parse(payload, issued, generation)
+        except ValueError as exc:
+            raise self._error(grant, str(exc), secrets) from None
+        _log.debug(
+            "%s grant at %s: token %d for %s",
+            grant,
+            redact_url(s.token_url),
+            generation,
+            s.origin,
+        )
+        return token
+
+    def _http(self) -> httpx.Client:
+        """The client for token requests (no keep-alive: they are minutes apart)."""
+        if self._client is None:
+            self._client = httpx.Client(
+                headers={"Accept": "application/json"},
+                timeout=self._timeout,
+                limits=httpx.Limits(max_keepalive_connections=0),
+            )
+        return self._client
+
+    def _parse(self, payload: dict[str, Any] | None, issued: float, generation: int) -> _Token:
+        """The token in a successful answer; ``ValueError`` saying what is wrong with it."""
+        if payload is None:
+            raise ValueError("the answer is not a JSON object")
+        access = payload.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise ValueError("the answer has no access_token")
+        if str(payload.get("token_type", "bearer")).lower() != "bearer":
+            raise ValueError(f"unsupported token_type {payload['token_type']!r}")
+        lifetime = _seconds(payload, "expires_in") or DEFAULT_EXPIRES_IN_S
+        refresh = payload.get("refresh_token")
+        refresh_lifetime = _seconds(payload, "refresh_expires_in")
+        return _Token(
+            access_token=access,
+            renew_at=issued + max(lifetime - self._margin, lifetime / 2),
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            refresh_expires_at=issued + refresh_lifetime if refresh_lifetime else None,
+            generation=generation,
+        )
+
+    def _error(self, grant: str, detail: str, secrets: list[str | None]) -> AuthError:
+        for secret in secrets:
+            if secret:
+                detail = detail.replace(secret, "***")
+        if len(detail) > _MAX_ERROR_CHARS:
+            detail = detail[:_MAX_ERROR_CHARS] + "…"
+        return AuthError(
+            f"{grant} grant at token endpoint {redact_url(self._settings.token_url)} "
+            f"failed: {detail}"
+        )
+
+
+def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -> Auth | None:
+    """Credentials of the source configured by ``<prefix>_*`` variables, bound to its origin.
+
+    ``_TOKEN_URL`` + ``_CLIENT_ID`` (+ ``_CLIENT_SECRET``, ``_USERNAME``, ``_PASSWORD``, ``_SCOPE``)
+    give an :class:`OAuth2Auth`; ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
+    Incomplete or conflicting settings raise a ``ValueError`` naming the variable to set.
+    """
+
+    def get(name: str) -> str | None:
+        return env.get(f"{prefix}_{name}") or None
+
+    oauth = {n: get(n) for n in ("TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "USERNAME", "PASSWORD")}
+    scope, token, api_key = get("SCOPE"), get("TOKEN"), get("API_KEY")
+    if any(oauth.values()) or scope:
+        static = [f"{prefix}_{n}" for n, v in (("TOKEN", token), ("API_KEY", api_key)) if v]
+        if static:
+            raise ValueError(
+                f"OAuth2 ({prefix}_TOKEN_URL, ...) and {' and '.join(static)} are both set: "
+                "unset one of them"
+            )
+        for have, need in (
+            ("TOKEN_URL", "CLIENT_ID"),
+            ("USERNAME", "PASSWORD"),
+            ("PASSWORD", "USERNAME"),
+        ):
+            if oauth[have] and not oauth[need]:
+                raise ValueError(f"{prefix}_{have} is set: set {prefix}_{need} too")
+        token_url, client_id = oauth["TOKEN_URL"], oauth["CLIENT_ID"]
+        if not token_url or not client_id:
+            raise ValueError(f"OAuth2 settings for {prefix} are incomplete: set {prefix}_TOKEN_URL")
+        if urlsplit(token_url).scheme.lower() not in {"http", "https"}:
+            raise ValueError(f"{prefix}_TOKEN_URL must be an http(s) URL")
+        return OAuth2Auth(
+            OAuth2Settings(
+                token_url=token_url,
+                origin=_source_origin(prefix, source_url),
+                client_id=client_id,
+                client_secret=oauth["CLIENT_SECRET"],
+                username=oauth["USERNAME"],
+                password=oauth["PASSWORD"],
+                scope=scope,
+            )
+        )
+    if token or api_key:
+        return StaticAuth(origin=_source_origin(prefix, source_url), api_key=api_key, token=token)
+    return None
+
+
+def _source_origin(prefix: str, source_url: str | None) -> str:
+    if not source_url:
+        raise ValueError(f"credentials are set for {prefix} but its URL is not: set {prefix}_URL")
+    return origin_of(source_url)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _seconds(payload: dict[str, Any], key: str) -> float | None:
+    """A lifetime in seconds; ``None`` when absent or 0 (no expiry given); ``ValueError`` if bad."""
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int | float | str) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+            if math.isfinite(seconds) and seconds >= 0:
+                return seconds or None
+    raise ValueError(f"malformed {key} in the answer")
+
+
+def _mask(secret: str | None) -> str:
+    return "'***'" if secret else "None"

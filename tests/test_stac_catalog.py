@@ -1,0 +1,302 @@
+"""StacApiCatalog against a real stac-fastapi-pgstac (tests/fixtures/pgstac.py); the error
+branches a real server cannot produce use small loopback servers (tests/servers.py)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import httpx
+import pystac
+import pytest
+from pystac_client import Client
+
+from aux_assets.catalog import CatalogError
+from aux_assets.filters import ids_filter
+from aux_assets.names import UnsafeNameError
+from aux_assets.stac_catalog import GLOBAL_BBOX, StacApiCatalog
+from aux_assets.transfer import StaticAuth
+from tests.fixtures.pgstac import PgstacApi
+from tests.servers import send, serve, stac_api_handler
+
+TOKEN = "tok-5ecret-do-not-leak"
+
+
+def make_item(i: int, href: str = "https://storage.test/v1", geometry: bool = False) -> pystac.Item:
+    """An orbit-file-like item: a validity range, one asset, no footprint unless asked."""
+    start = f"2024-01-{1 + i % 28:02d}T00:00:00Z"
+    item = pystac.Item(
+        id=f"S1A_OPER_AUX_RESORB_OPOD_{i:06d}.EOF",
+        geometry=(
+            {"type": "Point", "coordinates": [float(i % 180), float(i % 90)]} if geometry else None
+        ),
+        bbox=[float(i % 180), float(i % 90)] * 2 if geometry else None,
+        datetime=None,
+        start_datetime=pystac.utils.str_to_datetime(start),
+        end_datetime=pystac.utils.str_to_datetime(start.replace("T00", "T03")),
+        properties={"product:type": "AUX_RESORB", "platform": "sentinel-1a"},
+    )
+    item.add_asset("file", pystac.Asset(href=f"{href}/{item.id}", roles=["data"]))
+    return item
+
+
+@pytest.fixture
+def catalog(pgstac_api: PgstacApi) -> Iterator[StacApiCatalog]:
+    with StacApiCatalog(pgstac_api.url) as cat:
+        yield cat
+
+
+def record_requests(cat: StacApiCatalog) -> list[httpx.Request]:
+    """Every request ``cat`` sends from now on (an event hook on its real client)."""
+    sent: list[httpx.Request] = []
+    cat._client.event_hooks["request"].append(sent.append)
+    return sent
+
+
+def test_ensure_collection_is_idempotent_and_readable(
+    pgstac_api: PgstacApi, catalog: StacApiCatalog, pgstac_collection: str
+) -> None:
+    catalog.ensure_collection(pgstac_collection)
+    catalog.ensure_collection(pgstac_collection)
+    with StacApiCatalog(pgstac_api.url) as other:
+        other.ensure_collection(pgstac_collection)  # a fresh client finds it there too
+    collection = Client.open(pgstac_api.url).get_collection(pgstac_collection)
+    assert collection.id == pgstac_collection
+    assert collection.extent.spatial.bboxes == [GLOBAL_BBOX]
+    assert catalog.describe() == f"STAC API catalog at {pgstac_api.url}"
+
+
+def test_bulk_upsert_then_batched_lookup_and_replace(
+    pgstac_api: PgstacApi, catalog: StacApiCatalog, pgstac_collection: str
+) -> None:
+    items = [make_item(i) for i in range(1000)]
+    sent = record_requests(catalog)
+    catalog.upsert(pgstac_collection, items)  # creates the collection first
+    bulk = [r for r in sent if r.url.path.endswith("/bulk_items")]
+    assert len(bulk) == 2  # 1,000 items in chunks of 500
+
+    ids = [item.id for item in items] + [f"MISSING_{i:04d}" for i in range(200)]
+    random.Random(7).shuffle(ids)  # missing ids spread over every chunk
+    found = catalog.get_items(pgstac_collection, ids)
+    assert set(found) == {item.id for item in items}
+    assert catalog.lookups == 3
+    sample = found[items[17].id]
+    assert sample.collection_id == pgstac_collection
+    assert sample.properties["start_datetime"] == "2024-01-18T00:00:00Z"
+    assert sample.assets["file"].href == f"https://storage.test/v1/{items[17].id}"
+
+    catalog.upsert(
+        pgstac_collection, [make_item(i, href="https://storage.test/v2") for i in range(1000)]
+    )
+    again = catalog.get_items(pgstac_collection, [item.id for item in items])
+    assert {it.assets["file"].href.rsplit("/", 2)[1] for it in again.values()} == {"v2"}
+    search = Client.open(pgstac_api.url).search(collections=[pgstac_collection], limit=1000)
+    assert search.matched() == 1000  # replaced, not duplicated
+
+
+def test_items_without_geometry_get_a_global_footprint(
+    catalog: StacApiCatalog, pgstac_collection: str
+) -> None:
+    without, with_point = make_item(1), make_item(2, geometry=True)
+    catalog.upsert(pgstac_collection, [without, with_point])
+    found = catalog.get_items(pgstac_collection, [without.id, with_point.id])
+    assert found[without.id].bbox == GLOBAL_BBOX
+    assert found[without.id].geometry is not None
+    assert found[without.id].geometry["type"] == "Polygon"
+    assert found[with_point.id].geometry == with_point.geometry
+    assert without.geometry is None  # the caller's item is not changed
+
+
+@pytest.mark.parametrize("bad_id", ["S1A:OPER", "S1A/OPER", "../x"])
+def test_bad_ids_are_refused_before_any_request(
+    pgstac_api: PgstacApi, pgstac_collection: str, bad_id: str
+) -> None:
+    with StacApiCatalog(pgstac_api.url) as cat:
+        sent = record_requests(cat)
+        with pytest.raises(UnsafeNameError):
+            cat.get_items(pgstac_collection, ["fine", bad_id])
+        bad = make_item(3)
+        bad.id = bad_id
+        with pytest.raises(UnsafeNameError):
+            cat.upsert(pgstac_collection, [make_item(4), bad])
+        assert sent == []
+        assert cat.lookups == 0
+
+
+def test_lookups_send_ids_as_cql2_json_in_filter(
+    catalog: StacApiCatalog, pgstac_collection: str
+) -> None:
+    catalog.batch_size = 400
+    catalog.upsert(pgstac_collection, [make_item(i) for i in range(10)])
+    ids = [make_item(i).id for i in range(600)] + [make_item(3).id]  # a duplicate is sent once
+    sent = record_requests(catalog)
+    found = catalog.get_items(pgstac_collection, ids)
+    assert len(found) == 10
+    bodies = [json.loads(r.content) for r in sent]
+    assert [r.url.path for r in sent] == ["/search", "/search"]
+    assert bodies[0] == {
+        "collections": [pgstac_collection],
+        "filter": ids_filter(ids[:400]),
+        "filter-lang": "cql2-json",
+        "limit": 400,
+    }
+    assert bodies[1]["filter"] == {"op": "in", "args": [{"property": "id"}, ids[400:600]]}
+    assert bodies[1]["limit"] == 200
+
+
+def test_plain_transactions_put_on_conflict(pgstac_api: PgstacApi, pgstac_collection: str) -> None:
+    with StacApiCatalog(pgstac_api.url, bulk=False) as cat:
+        cat.upsert(pgstac_collection, [make_item(i) for i in range(3)])
+        sent = record_requests(cat)
+        cat.upsert(
+            pgstac_collection, [make_item(i, href="https://storage.test/v2") for i in range(4)]
+        )
+        assert [r.method for r in sent] == ["POST", "PUT", "POST", "PUT", "POST", "PUT", "POST"]
+        found = cat.get_items(pgstac_collection, [make_item(i).id for i in range(4)])
+    assert len(found) == 4
+    assert all("/v2/" in item.assets["file"].href for item in found.values())
+
+
+def test_errors_name_the_catalog_and_never_the_token(pgstac_api: PgstacApi) -> None:
+    url = f"{pgstac_api.url}/not-a-stac-api"
+    auth = StaticAuth(origin=url, token=TOKEN)
+    with StacApiCatalog(url, auth=auth) as cat, pytest.raises(CatalogError) as err:
+        cat.ensure_collection("aux-test")
+    message = str(err.value)
+    assert f"STAC API catalog at {url}" in message
+    assert "ensure collection 'aux-test'" in message and "HTTP 404" in message
+    assert TOKEN not in message
+
+
+def test_server_messages_are_scrubbed_and_truncated() -> None:
+    def echo(h: BaseHTTPRequestHandler) -> None:
+        body = {"code": "Bad", "description": f"you sent {h.headers['Authorization']} " + "x" * 900}
+        send(h, 400, json.dumps(body).encode())
+
+    with (
+        serve(echo) as (url, _),
+        StacApiCatalog(url, StaticAuth(url, token=TOKEN)) as cat,
+        pytest.raises(CatalogError) as err,
+    ):
+        cat.get_items("c", ["a"])
+    message = str(err.value)
+    assert TOKEN not in message and "you sent *** xxx" in message
+    assert "HTTP 400" in message and "lookup of 1 ids in collection 'c'" in message
+    assert len(message) < 500
+
+
+def test_unreachable_catalog_is_a_catalog_error() -> None:
+    with serve(stac_api_handler([])) as (url, _):
+        pass  # the port is closed again
+    with StacApiCatalog(url, timeout_s=2) as cat, pytest.raises(CatalogError) as err:
+        cat.ensure_collection("c")
+    assert f"STAC API catalog at {url}" in str(err.value) and "ConnectError" in str(err.value)
+
+
+def test_next_links_are_followed_and_credentials_stay_on_the_origin() -> None:
+    features = [make_item(i).to_dict() for i in range(5)]
+    ids = [f["id"] for f in features]
+    with serve(stac_api_handler(features[2:], page_size=2)) as (other, other_log):
+
+        def first_page(h: BaseHTTPRequestHandler) -> None:
+            h.rfile.read(int(h.headers["Content-Length"]))
+            nxt = {"rel": "next", "href": f"{other}/search", "method": "POST", "body": {}}
+            page = {"type": "FeatureCollection", "features": features[:2], "links": [nxt]}
+            send(h, 200, json.dumps(page).encode())
+
+        with (
+            serve(first_page) as (url, log),
+            StacApiCatalog(url, StaticAuth(url, token=TOKEN)) as cat,
+        ):
+            found = cat.get_items("c", ids)
+    assert set(found) == set(ids)
+    assert cat.lookups == 3  # one page here, two on the other origin
+    assert log[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert all("Authorization" not in r["headers"] for r in other_log)
+
+
+def test_redirects_are_not_followed() -> None:
+    with serve(stac_api_handler([])) as (elsewhere, elsewhere_log):
+
+        def redirect(h: BaseHTTPRequestHandler) -> None:
+            h.send_response(307)
+            h.send_header("Location", f"{elsewhere}/collections/c?key=secret")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+
+        with (
+            serve(redirect) as (url, _),
+            StacApiCatalog(url, StaticAuth(url, token=TOKEN)) as cat,
+            pytest.raises(CatalogError) as err,
+        ):
+            cat.ensure_collection("c")
+    assert "307 redirect" in str(err.value) and "secret" not in str(err.value)
+    assert elsewhere_log == []
+
+
+def fake_transactions(status_bulk: int, bulk_answer: dict[str, Any] | None = None) -> Any:
+    """A loopback catalog with an existing collection and the given bulk_items behaviour."""
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        if h.command == "GET":
+            send(h, 200, b'{"id": "c"}')
+        elif h.path.endswith("/bulk_items"):
+            send(h, status_bulk, json.dumps(bulk_answer or {"detail": "Not Found"}).encode())
+        else:
+            send(h, 201, b"{}")
+
+    return handle
+
+
+def test_without_bulk_endpoint_falls_back_to_single_posts_and_remembers() -> None:
+    with serve(fake_transactions(404)) as (url, log), StacApiCatalog(url) as cat:
+        cat.upsert("c", [make_item(1), make_item(2)])
+        cat.upsert("c", [make_item(3)])
+    paths = [(r["method"], r["path"]) for r in log]
+    assert paths == [
+        ("GET", "/collections/c"),
+        ("POST", "/collections/c/bulk_items"),
+        ("POST", "/collections/c/items"),
+        ("POST", "/collections/c/items"),
+        ("POST", "/collections/c/items"),  # no second bulk try, no second GET
+    ]
+
+
+def test_bulk_item_errors_are_reported() -> None:
+    answer = {"received": 2, "success": 1, "errors": [{"id": "x", "msg": "geometry bad"}]}
+    with (
+        serve(fake_transactions(200, answer)) as (url, _),
+        StacApiCatalog(url) as cat,
+        pytest.raises(CatalogError, match=r"refused 1 item\(s\).*x: geometry bad"),
+    ):
+        cat.upsert("c", [make_item(1), make_item(2)])
+
+
+def test_throughput(pgstac_api: PgstacApi, pgstac_collection: str) -> None:
+    """Bulk upsert vs one POST per item, and lookup pages (500 ids each) per second."""
+    with StacApiCatalog(pgstac_api.url) as bulk, StacApiCatalog(pgstac_api.url, bulk=False) as one:
+        bulk.ensure_collection(pgstac_collection)
+        items = [make_item(i) for i in range(5000)]
+        t0 = time.perf_counter()
+        bulk.upsert(pgstac_collection, items)
+        bulk_rate = len(items) / (time.perf_counter() - t0)
+
+        singles = [make_item(i) for i in range(10_000, 10_200)]
+        t0 = time.perf_counter()
+        one.upsert(pgstac_collection, singles)
+        single_rate = len(singles) / (time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        found = bulk.get_items(pgstac_collection, [item.id for item in items])
+        seconds = time.perf_counter() - t0
+    assert len(found) == 5000 and bulk.lookups == 10
+    print(
+        f"\nbulk upsert {bulk_rate:.0f} items/s; one-by-one POST {single_rate:.0f} items/s; "
+        f"lookup {bulk.lookups / seconds:.1f} pages/s ({len(found) / seconds:.0f} items/s)"
+    )
+    assert bulk_rate > single_rate
