@@ -4,8 +4,9 @@ One :class:`OAuth2Auth` per source is shared by every search (threads, ``request
 (asyncio, ``httpx``). It fetches a token on first use (password grant when a username and password
 are set, else client credentials), renews it before it expires (with the refresh token while that
 is valid, else the original grant) and, after a 401, renews it once for all the requests that used
-the rejected token. A provider counting one token as one session (CDSE: at most 100, eodag #858)
-therefore sees one session per source and process, not one per product.
+the rejected token; a failed token request is re-raised, not repeated, for ``FAILURE_HOLD_S``. A
+provider counting one token as one session (CDSE: at most 100, eodag #858) therefore sees one
+session per source and process, not one per product, and a wrong password one failed login.
 
 Tokens go only to the source's origin (and explicitly listed extra origins). Error messages name
 the redacted token endpoint, the HTTP status and the server's error, never a secret or a token.

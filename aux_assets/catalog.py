@@ -19,7 +19,6 @@ import pystac
 
 from aux_assets.jsonfiles import write_json
 from aux_assets.names import check_collection_id, check_item_id
-from aux_assets.urls import local_path
 
 STAC_VERSION = "1.1.0"
 _FAR = "9999-12-31T23:59:59Z"
@@ -178,16 +177,3 @@ class LocalCatalog:
                     interval[1] = end
             write_json(coll_path, collection)
             self._ensure_root(collection_id)
-
-
-def open_catalog(url: str | None, default_root: Path) -> Catalog:
-    """The catalog for ``AUX_CATALOG_URL``: unset or a path/``file://`` gives a local catalog."""
-    if not url:
-        return LocalCatalog(default_root)
-    path = local_path(url)
-    if path is None:
-        raise CatalogError(
-            f"AUX_CATALOG_URL {url.split('?')[0]!r}: STAC API catalogs are not supported yet; "
-            "use a file:// path"
-        )
-    return LocalCatalog(path)

@@ -14,13 +14,15 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from aux_assets.catalog import Catalog, open_catalog
+from aux_assets.auth import auth_from_env
+from aux_assets.backends import open_catalog, open_storage
+from aux_assets.catalog import Catalog
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
 from aux_assets.search import LocalStacSource, Source, open_source
 from aux_assets.sources import SOURCES, resource_key
-from aux_assets.storage import Storage, open_storage
-from aux_assets.transfer import Auth, StaticAuth, origin_of
+from aux_assets.storage import Storage
+from aux_assets.transfer import Auth
 
 PUBLIC_ROOTS = {
     "cdse": "https://stac.dataspace.copernicus.eu/v1/",
@@ -35,23 +37,45 @@ def aux_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("AUX_ASSETS_HOME") or ".aux_assets").resolve()
 
 
-class SourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """A STAC source: a STAC API, a static catalog on disk, or the embedded sample (auxip)."""
+class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Credentials of one service (``<prefix>_API_KEY``/``_TOKEN``, or OAuth2), built once per
+    resource instance and shared by all its searches and transfers (one token per account)."""
 
-    name: str
+    prefix: str
     url: str | None = None
     api_key: str | None = None
     token: str | None = None
-    max_connections: int = 8
+    token_url: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    username: str | None = None
+    password: str | None = None
+    scope: str | None = None
     timeout_s: float = 30.0
     home: str = ".aux_assets"
-    _source: Source | None = PrivateAttr(default=None)
+    _auth: Auth | None = PrivateAttr(default=None)
+    _auth_built: bool = PrivateAttr(default=False)
 
     def auth(self) -> Auth | None:
-        """The credentials of this source, bound to its URL's origin."""
-        if not self.url or not (self.api_key or self.token):
-            return None
-        return StaticAuth(origin=origin_of(self.url), api_key=self.api_key, token=self.token)
+        """The credentials, bound to this service's URL origin (``None`` when there are none)."""
+        if not self._auth_built:
+            fields = {
+                name.upper(): getattr(self, name)
+                for name in (*_CREDENTIAL_FIELDS, "scope")
+                if getattr(self, name)
+            }
+            values = {f"{self.prefix}_{name}": value for name, value in fields.items()}
+            self._auth = auth_from_env(self.prefix, values, self.url)
+            self._auth_built = True
+        return self._auth
+
+
+class SourceResource(_Credentials):
+    """A STAC source: a STAC API, a static catalog on disk, or the embedded sample (auxip)."""
+
+    name: str
+    max_connections: int = 8
+    _source: Source | None = PrivateAttr(default=None)
 
     def open(self) -> Source:
         """The search client (built once per resource instance)."""
@@ -64,24 +88,34 @@ class SourceResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._source
 
 
-class CatalogResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+class CatalogResource(_Credentials):
     """The catalog staged items are registered in (``AUX_CATALOG_URL``, default: local)."""
 
-    url: str | None = None
-    home: str = ".aux_assets"
-
     def open(self) -> Catalog:
-        return open_catalog(self.url, Path(self.home) / "catalog")
+        return open_catalog(self.url, Path(self.home) / "catalog", self.auth(), self.timeout_s)
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where staged bytes go (``AUX_STORAGE_URL``, default ``$AUX_ASSETS_HOME/storage``)."""
+    """Where staged bytes go (``AUX_STORAGE_URL``: ``s3://bucket/prefix`` with the ``AWS_*``
+    variables, or a path; default ``$AUX_ASSETS_HOME/storage``)."""
 
     url: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region: str | None = None
     home: str = ".aux_assets"
 
     def open(self) -> Storage:
-        return open_storage(self.url, Path(self.home) / "storage")
+        aws = {
+            "AWS_ENDPOINT_URL": self.aws_endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.aws_access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.aws_secret_access_key,
+            "AWS_REGION": self.aws_region,
+        }
+        env = {k: v for k, v in aws.items() if v}
+        home = Path(self.home)
+        return open_storage(self.url, home / "storage", env, home / "spool")
 
 
 class ProductsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -106,8 +140,28 @@ def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _secret(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
-    return dg.EnvVar(name) if env.get(name) else None
+_CREDENTIAL_FIELDS = (
+    "api_key",
+    "token",
+    "token_url",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+)
+_SECRET_FIELDS = {"api_key", "token", "client_secret", "password"}
+
+
+def _credential_fields(env: Mapping[str, str], prefix: str, url: str | None) -> dict[str, Any]:
+    """The credential fields of a service from ``<prefix>_*``: secrets as ``dg.EnvVar`` (their
+    values never enter the definitions), checked now so a bad set fails at load."""
+    auth_from_env(prefix, env, url)
+    fields: dict[str, Any] = {}
+    for name in (*_CREDENTIAL_FIELDS, "scope"):
+        variable = f"{prefix}_{name.upper()}"
+        if env.get(variable):
+            fields[name] = dg.EnvVar(variable) if name in _SECRET_FIELDS else env[variable]
+    return fields
 
 
 def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -116,27 +170,46 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     home = str(aux_home(env))
     products_file = env.get("AUX_PRODUCTS_FILE") or str(DEMO_PRODUCTS_FILE)
     load_products(Path(products_file))  # an invalid file fails at definitions load
+    catalog_url = env.get("AUX_CATALOG_URL")
+    storage_url = env.get("AUX_STORAGE_URL")
+    open_storage(storage_url, Path(home) / "storage", {}, Path(home) / "spool")  # URL checked
     resources: dict[str, Any] = {
-        "catalog": CatalogResource(url=env.get("AUX_CATALOG_URL"), home=home),
-        "storage": StorageResource(url=env.get("AUX_STORAGE_URL"), home=home),
+        "catalog": CatalogResource(
+            prefix="AUX_CATALOG",
+            url=catalog_url,
+            home=home,
+            **_credential_fields(env, "AUX_CATALOG", catalog_url),
+        ),
+        "storage": StorageResource(
+            url=storage_url,
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL"),
+            aws_access_key_id=_optional_env(env, "AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=_optional_env(env, "AWS_SECRET_ACCESS_KEY"),
+            aws_region=env.get("AWS_REGION"),
+            home=home,
+        ),
         "products": ProductsResource(path=products_file),
     }
     for source in SOURCES:
         prefix = f"AUX_{source.upper()}"
         url: str | None
         if source == "catalog":
-            url = env.get("AUX_CATALOG_URL") or str(Path(home) / "catalog" / "catalog.json")
+            url = catalog_url or str(Path(home) / "catalog" / "catalog.json")
             prefix = "AUX_CATALOG"
         else:
             url = env.get(f"{prefix}_URL") or PUBLIC_ROOTS.get(source)
         resources[resource_key(source)] = SourceResource(
             name=source,
+            prefix=prefix,
             url=url,
-            api_key=_secret(env, f"{prefix}_API_KEY"),
-            token=_secret(env, f"{prefix}_TOKEN"),
             max_connections=_int_env(
                 env, f"{prefix}_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS.get(source, 8)
             ),
             home=home,
+            **_credential_fields(env, prefix, url),
         )
     return resources
+
+
+def _optional_env(env: Mapping[str, str], name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if env.get(name) else None

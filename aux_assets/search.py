@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -21,6 +23,7 @@ from pystac_client import Client
 from pystac_client.exceptions import APIError
 from pystac_client.warnings import DoesNotConformTo
 
+from aux_assets.auth import AuthError
 from aux_assets.filters import JsonDict, parse_filter
 from aux_assets.sources import LTA_NOT_SUPPORTED
 from aux_assets.transfer import Auth, redact_url
@@ -39,6 +42,24 @@ pystac.Item.from_dict(
         "links": [],
     }
 )
+
+
+class _RedactCredentials(logging.Filter):
+    """Masks credential header values in log records (pystac-client logs request headers at
+    DEBUG, ``Authorization`` included)."""
+
+    _HEADER = re.compile(r"""(['"](?:authorization|x-api-key|cookie)['"]\s*:\s*['"])[^'"]*""", re.I)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self._HEADER.sub(r"\1***", message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+logging.getLogger("pystac_client").addFilter(_RedactCredentials())
+logging.getLogger("pystac_client.stac_api_io").addFilter(_RedactCredentials())
 
 
 class SearchError(RuntimeError):
@@ -165,6 +186,8 @@ class StacApiSource:
             return items[: request.limit] if request.limit is not None else items
         except SearchError:
             raise
+        except AuthError as exc:
+            raise SearchError(f"search in {self.describe()} failed: {exc}") from None
         except APIError as exc:
             detail = " ".join(str(exc).split())[:500]
             raise SearchError(f"search in {self.describe()} failed: {detail}") from None

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aux_assets.names import check_safe_name
-from aux_assets.urls import file_path, local_path
+from aux_assets.urls import file_path
 
 
 class StorageError(RuntimeError):
@@ -111,16 +111,3 @@ class LocalStorage:
     def exists(self, href: str) -> bool:
         path = file_path(href)
         return path is not None and path.is_file()
-
-
-def open_storage(url: str | None, default_root: Path) -> Storage:
-    """The storage for ``AUX_STORAGE_URL``: ``file:///path``, a plain path, or the default."""
-    if not url:
-        return LocalStorage(default_root)
-    path = local_path(url)
-    if path is None:
-        raise StorageError(
-            f"AUX_STORAGE_URL scheme {url.split(':', 1)[0]!r} is not supported yet; "
-            "use file:///path"
-        )
-    return LocalStorage(path)

@@ -456,7 +456,10 @@ class TransferEngine:
     async def _send(
         self, request: TransferRequest, url: str, headers: dict[str, str]
     ) -> httpx.Response:
-        auth_headers = request.auth.headers_for(url) if request.auth else {}
+        try:
+            auth_headers = request.auth.headers_for(url) if request.auth else {}
+        except Exception as exc:  # e.g. the token endpoint refuses: fail this file, say why
+            raise TransferError(request.url, f"could not obtain credentials: {exc}") from None
         built = self._client.build_request("GET", url, headers={**headers, **auth_headers})
         return await self._client.send(built, stream=True)
 

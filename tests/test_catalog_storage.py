@@ -3,9 +3,11 @@ import threading
 import pystac
 import pytest
 
-from aux_assets.catalog import LocalCatalog, open_catalog
+from aux_assets.backends import open_catalog, open_storage
+from aux_assets.catalog import CatalogError, LocalCatalog
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id
-from aux_assets.storage import LocalStorage, StorageError, open_storage
+from aux_assets.stac_catalog import StacApiCatalog
+from aux_assets.storage import LocalStorage, StorageError
 from aux_assets.urls import file_path
 
 
@@ -107,8 +109,12 @@ def test_local_storage_commits_atomically(tmp_path):
 
 
 def test_open_storage_and_catalog_urls(tmp_path):
-    assert isinstance(open_storage(None, tmp_path), LocalStorage)
-    assert open_storage((tmp_path / "s").as_uri(), tmp_path).root == (tmp_path / "s")
-    with pytest.raises(StorageError, match="not supported yet"):
-        open_storage("gs://bucket", tmp_path)
+    assert isinstance(open_storage(None, tmp_path, {}, tmp_path), LocalStorage)
+    storage = open_storage((tmp_path / "s").as_uri(), tmp_path, {}, tmp_path)
+    assert isinstance(storage, LocalStorage) and storage.root == tmp_path / "s"
+    with pytest.raises(StorageError, match="use s3://bucket/prefix or file:///path"):
+        open_storage("gs://bucket", tmp_path, {}, tmp_path)
     assert isinstance(open_catalog(None, tmp_path), LocalCatalog)
+    assert isinstance(open_catalog("http://127.0.0.1:1/stac", tmp_path), StacApiCatalog)
+    with pytest.raises(CatalogError, match="use http"):
+        open_catalog("ftp://host/cat", tmp_path)

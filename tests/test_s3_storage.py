@@ -170,6 +170,12 @@ def test_unsafe_keys_are_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(UnsafeNameError):
         storage.commit(part, key)
     assert not part.exists()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_bytes(b"x")
+    with pytest.raises(UnsafeNameError):
+        storage.commit_tree(tree, key)
+    assert not tree.exists()
 
 
 def test_from_url_reads_the_environment(tmp_path: Path) -> None:

@@ -235,4 +235,4 @@ def test_secrets_never_reach_logs_metadata_or_outputs(
         texts.append(path.read_text())
     blob = "\n".join(texts)
     assert secret not in blob and env["AWS_SECRET_ACCESS_KEY"] not in blob
-    assert not any(token in blob for token in tokens)
+    assert tokens and not any(token in blob for token in tokens)

@@ -65,6 +65,7 @@ def test_ensure_collection_is_idempotent_and_readable(
     with StacApiCatalog(pgstac_api.url) as other:
         other.ensure_collection(pgstac_collection)  # a fresh client finds it there too
     collection = Client.open(pgstac_api.url).get_collection(pgstac_collection)
+    assert collection is not None
     assert collection.id == pgstac_collection
     assert collection.extent.spatial.bboxes == [GLOBAL_BBOX]
     assert catalog.describe() == f"STAC API catalog at {pgstac_api.url}"
@@ -105,8 +106,8 @@ def test_items_without_geometry_get_a_global_footprint(
     catalog.upsert(pgstac_collection, [without, with_point])
     found = catalog.get_items(pgstac_collection, [without.id, with_point.id])
     assert found[without.id].bbox == GLOBAL_BBOX
-    assert found[without.id].geometry is not None
-    assert found[without.id].geometry["type"] == "Polygon"
+    geometry = found[without.id].geometry
+    assert geometry is not None and geometry["type"] == "Polygon"
     assert found[with_point.id].geometry == with_point.geometry
     assert without.geometry is None  # the caller's item is not changed
 
