@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -133,6 +134,14 @@ class UnconfiguredSource:
         return f"{self.name} (not configured)"
 
 
+class _Unauthorized(Exception):
+    """A 401 from the API (the credentials may be renewed once)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 class StacApiSource:
     """A STAC API searched with POST through pystac-client, following every page."""
 
@@ -165,6 +174,18 @@ class StacApiSource:
             return self._client
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
+        """All pages of the search; a 401 renews the credentials once and searches again."""
+        try:
+            return self._search(request)
+        except _Unauthorized as exc:
+            if self._auth is None or not asyncio.run(self._auth.refresh()):
+                raise SearchError(f"search in {self.describe()} failed: {exc.detail}") from None
+            try:
+                return self._search(request)
+            except _Unauthorized as again:
+                raise SearchError(f"search in {self.describe()} failed: {again.detail}") from None
+
+    def _search(self, request: SearchRequest) -> list[pystac.Item]:
         deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         try:
             search = self._open().search(
@@ -190,6 +211,8 @@ class StacApiSource:
             raise SearchError(f"search in {self.describe()} failed: {exc}") from None
         except APIError as exc:
             detail = " ".join(str(exc).split())[:500]
+            if getattr(exc, "status_code", None) == 401:
+                raise _Unauthorized(detail) from None
             raise SearchError(f"search in {self.describe()} failed: {detail}") from None
         except requests.RequestException as exc:
             raise SearchError(f"search in {self.describe()} failed: {type(exc).__name__}") from None

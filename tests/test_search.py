@@ -216,3 +216,39 @@ def test_local_source_sees_items_added_after_its_first_search(tmp_path):
     assert len(source.search(SearchRequest())) == 1
     catalog.upsert("s1-aux", [pystac.Item.from_dict({**FEATURES[1], "collection": "s1-aux"})])
     assert len(source.search(SearchRequest())) == 2
+
+
+class _RenewingAuth:
+    """Starts with a stale token; ``refresh`` switches to the one the server accepts."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin, self.token, self.refreshes = origin, "stale", 0
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if origin_of(url) == self.origin else {}
+
+    async def refresh(self) -> bool:
+        self.refreshes += 1
+        self.token = "fresh"
+        return True
+
+
+def test_a_401_renews_the_token_once_and_searches_again():
+    api = stac_api_handler(FEATURES)
+
+    def guarded(h):
+        if h.path.startswith("/search") and h.headers.get("Authorization") != "Bearer fresh":
+            from tests.servers import send
+
+            h.rfile.read(int(h.headers.get("Content-Length", 0)))  # keep the connection usable
+            send(h, 401, b'{"code": "Unauthorized", "description": "token expired"}')
+            return
+        api(h)
+
+    with serve(guarded) as (url, _):
+        auth = _RenewingAuth(origin_of(url))
+        items = StacApiSource("auxip", url, auth=auth).search(SearchRequest())
+        assert len(items) == len(FEATURES) and auth.refreshes == 1
+        refused = StacApiSource("auxip", url, auth=StaticAuth(origin=origin_of(url), token="x"))
+        with pytest.raises(SearchError, match="token expired"):
+            refused.search(SearchRequest())
