@@ -222,9 +222,12 @@ def aux_staged_items(
         name: getattr(context.resources, resource_key(name)).max_connections for name in SOURCES
     }
     catalog = context.resources.catalog.open()
-    stager = Stager(catalog, context.resources.storage.open(), limits=limits)
-    tasks = _stage_tasks(context, aux_search_results)
-    outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
+    try:
+        stager = Stager(catalog, context.resources.storage.open(), limits=limits)
+        tasks = _stage_tasks(context, aux_search_results)
+        outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
+    finally:
+        catalog.close()
     documents: dict[str, Any] = {}
     for key, doc in aux_search_results.items():
         products = []
@@ -288,10 +291,13 @@ def aux_catalog_items(
         for product in doc["products"]:
             for item in product["items"]:
                 wanted.setdefault(product["collection"], set()).add(item["item_id"])
-    held = {
-        collection: catalog.get_items(collection, sorted(ids))
-        for collection, ids in sorted(wanted.items())
-    }
+    try:
+        held = {
+            collection: catalog.get_items(collection, sorted(ids))
+            for collection, ids in sorted(wanted.items())
+        }
+    finally:
+        catalog.close()
     documents: dict[str, Any] = {}
     for key, doc in aux_staged_items.items():
         products = []

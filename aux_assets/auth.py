@@ -277,6 +277,8 @@ def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -
 
     ``_TOKEN_URL`` + ``_CLIENT_ID`` (+ ``_CLIENT_SECRET``, ``_USERNAME``, ``_PASSWORD``, ``_SCOPE``)
     give an :class:`OAuth2Auth`; ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
+    The OAuth2 token also goes to the origins in ``_AUTH_ORIGINS`` (comma-separated; CDSE
+    defaults to its download hosts, which differ from its STAC root).
     Incomplete or conflicting settings raise a ``ValueError`` naming the variable to set.
     """
 
@@ -313,11 +315,30 @@ def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -
                 username=oauth["USERNAME"],
                 password=oauth["PASSWORD"],
                 scope=scope,
+                extra_origins=_extra_origins(prefix, get("AUTH_ORIGINS")),
             )
         )
     if token or api_key:
         return StaticAuth(origin=_source_origin(prefix, source_url), api_key=api_key, token=token)
     return None
+
+
+DEFAULT_AUTH_ORIGINS = {
+    "AUX_CDSE": (
+        "https://download.dataspace.copernicus.eu",
+        "https://zipper.dataspace.copernicus.eu",
+    )
+}
+
+
+def _extra_origins(prefix: str, value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_AUTH_ORIGINS.get(prefix, ())
+    origins = tuple(v.strip() for v in value.split(",") if v.strip())
+    for origin in origins:
+        if urlsplit(origin).scheme.lower() not in {"http", "https"} or not urlsplit(origin).netloc:
+            raise ValueError(f"{prefix}_AUTH_ORIGINS: {origin!r} is not an http(s) origin")
+    return tuple(origin_of(o) for o in origins)
 
 
 def _source_origin(prefix: str, source_url: str | None) -> str:

@@ -25,7 +25,14 @@ _FAR = "9999-12-31T23:59:59Z"
 
 
 class CatalogError(RuntimeError):
-    """A catalog operation that failed; the message names the catalog and the reason."""
+    """A catalog operation that failed; the message names the catalog and the reason.
+
+    ``failed_ids``, when known, are the items of a write that were not stored (the others were).
+    """
+
+    def __init__(self, message: str, failed_ids: frozenset[str] | None = None) -> None:
+        super().__init__(message)
+        self.failed_ids = failed_ids
 
 
 class Catalog(Protocol):
@@ -50,6 +57,10 @@ class Catalog(Protocol):
         """Insert or replace ``items`` in the collection, in bulk."""
         ...
 
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -66,6 +77,9 @@ class LocalCatalog:
 
     def describe(self) -> str:
         return f"local catalog at {self.root}"
+
+    def close(self) -> None:
+        """Nothing to release: every operation opens and closes its files."""
 
     @property
     def catalog_path(self) -> Path:

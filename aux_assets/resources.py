@@ -51,6 +51,7 @@ class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
     username: str | None = None
     password: str | None = None
     scope: str | None = None
+    auth_origins: str | None = None
     timeout_s: float = 30.0
     home: str = ".aux_assets"
     _auth: Auth | None = PrivateAttr(default=None)
@@ -61,7 +62,7 @@ class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
         if not self._auth_built:
             fields = {
                 name.upper(): getattr(self, name)
-                for name in (*_CREDENTIAL_FIELDS, "scope")
+                for name in (*_CREDENTIAL_FIELDS, "scope", "auth_origins")
                 if getattr(self, name)
             }
             values = {f"{self.prefix}_{name}": value for name, value in fields.items()}
@@ -157,7 +158,7 @@ def _credential_fields(env: Mapping[str, str], prefix: str, url: str | None) -> 
     values never enter the definitions), checked now so a bad set fails at load."""
     auth_from_env(prefix, env, url)
     fields: dict[str, Any] = {}
-    for name in (*_CREDENTIAL_FIELDS, "scope"):
+    for name in (*_CREDENTIAL_FIELDS, "scope", "auth_origins"):
         variable = f"{prefix}_{name.upper()}"
         if env.get(variable):
             fields[name] = dg.EnvVar(variable) if name in _SECRET_FIELDS else env[variable]

@@ -22,12 +22,13 @@ import pystac
 import requests
 from pystac_client import Client
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import DoesNotConformTo
 
 from aux_assets.auth import AuthError
 from aux_assets.filters import JsonDict, parse_filter
 from aux_assets.sources import LTA_NOT_SUPPORTED
-from aux_assets.transfer import Auth, redact_url
+from aux_assets.transfer import Auth, origin_of, redact_url
 from aux_assets.urls import file_path, local_path
 
 # pystac discovers its extension hooks lazily on the first migration, which races when the
@@ -59,7 +60,6 @@ class _RedactCredentials(logging.Filter):
         return True
 
 
-logging.getLogger("pystac_client").addFilter(_RedactCredentials())
 logging.getLogger("pystac_client.stac_api_io").addFilter(_RedactCredentials())
 
 
@@ -134,6 +134,17 @@ class UnconfiguredSource:
         return f"{self.name} (not configured)"
 
 
+class _OriginBoundSession(requests.Session):
+    """A session that drops every credential header when a redirect leaves the origin
+    (requests itself only drops ``Authorization``, and only on a host change)."""
+
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: Any) -> None:
+        super().rebuild_auth(prepared_request, response)
+        if origin_of(str(prepared_request.url)) != origin_of(str(response.request.url)):
+            for name in ("Authorization", "x-api-key", "Cookie"):
+                prepared_request.headers.pop(name, None)
+
+
 class _Unauthorized(Exception):
     """A 401 from the API (the credentials may be renewed once)."""
 
@@ -168,8 +179,16 @@ class StacApiSource:
     def _open(self) -> Client:
         with self._lock:
             if self._client is None:
+                stac_io = StacApiIO()
+                session = _OriginBoundSession()
+                for prefix, adapter in stac_io.session.adapters.items():
+                    session.mount(prefix, adapter)
+                stac_io.session = session
                 self._client = Client.open(
-                    self.url, request_modifier=self._add_auth, timeout=self._timeout_s
+                    self.url,
+                    stac_io=stac_io,
+                    request_modifier=self._add_auth,
+                    timeout=self._timeout_s,
                 )
             return self._client
 
@@ -178,7 +197,11 @@ class StacApiSource:
         try:
             return self._search(request)
         except _Unauthorized as exc:
-            if self._auth is None or not asyncio.run(self._auth.refresh()):
+            try:
+                renewed = self._auth is not None and asyncio.run(self._auth.refresh())
+            except AuthError as auth_error:
+                raise SearchError(f"search in {self.describe()} failed: {auth_error}") from None
+            if not renewed:
                 raise SearchError(f"search in {self.describe()} failed: {exc.detail}") from None
             try:
                 return self._search(request)

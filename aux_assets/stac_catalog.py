@@ -19,6 +19,7 @@ the catalog (redacted URL), the operation, the HTTP status and the server's mess
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from types import TracebackType
@@ -28,6 +29,7 @@ from urllib.parse import urljoin
 import httpx
 import pystac
 
+from aux_assets.auth import AuthError
 from aux_assets.catalog import STAC_VERSION, CatalogError
 from aux_assets.filters import ids_filter
 from aux_assets.names import check_collection_id, check_item_id
@@ -130,13 +132,33 @@ class StacApiCatalog:
             return
         if collection_id not in self._ensured:
             self.ensure_collection(collection_id)
-        pending = list(docs.values())
-        while pending and self._bulk is not False:
-            chunk, pending = pending[: self.batch_size], pending[self.batch_size :]
-            if not self._bulk_upsert(collection_id, chunk):
-                pending = chunk + pending
-        for doc in pending:
-            self._upsert_one(collection_id, doc)
+        stored: set[str] = set()
+        refused: dict[str, str] = {}
+        try:
+            pending = list(docs.values())
+            while pending and self._bulk is not False:
+                chunk, pending = pending[: self.batch_size], pending[self.batch_size :]
+                chunk_refused = self._bulk_upsert(collection_id, chunk)
+                if chunk_refused is None:  # no bulk endpoint: one by one below
+                    pending = chunk + pending
+                    continue
+                refused.update(chunk_refused)
+                stored.update(doc["id"] for doc in chunk if doc["id"] not in chunk_refused)
+            for doc in pending:
+                try:
+                    self._upsert_one(collection_id, doc)
+                    stored.add(doc["id"])
+                except CatalogError as exc:
+                    refused[doc["id"]] = str(exc)
+        except CatalogError as exc:
+            raise CatalogError(str(exc), frozenset(docs) - stored) from None
+        if refused:
+            details = "; ".join(f"{i}: {m}" for i, m in list(refused.items())[:5])
+            raise CatalogError(
+                f"{self.describe()}: the server refused {len(refused)} item(s) of collection "
+                f"{collection_id!r}, the others are stored: {_shorten(details)}",
+                frozenset(refused),
+            )
 
     def _lookup(self, collection_id: str, chunk: list[str], found: dict[str, pystac.Item]) -> None:
         op = f"lookup of {len(chunk)} ids in collection {collection_id!r}"
@@ -172,8 +194,9 @@ class StacApiCatalog:
             else:
                 payload = None
 
-    def _bulk_upsert(self, collection_id: str, chunk: list[JsonDict]) -> bool:
-        """Upsert ``chunk`` in one request; False if the server has no bulk endpoint."""
+    def _bulk_upsert(self, collection_id: str, chunk: list[JsonDict]) -> dict[str, str] | None:
+        """Upsert ``chunk`` in one request: the items refused (id -> reason), or ``None`` if
+        the server has no bulk endpoint."""
         op = f"bulk upsert of {len(chunk)} items into collection {collection_id!r}"
         body = {"items": {doc["id"]: doc for doc in chunk}, "method": "upsert"}
         response = self._send(
@@ -181,21 +204,18 @@ class StacApiCatalog:
         )
         if self._bulk is None and response.status_code in _NO_ROUTE:
             self._bulk = False
-            return False
+            return None
         if response.status_code not in (200, 201):
             raise self._error(op, response)
         self._bulk = True
-        errors = self._json(op, response).get("errors") or []
-        if errors:
-            details = "; ".join(
-                f"{e.get('id')}: {e.get('msg')}" if isinstance(e, dict) else str(e)
-                for e in errors[:5]
-            )
-            raise CatalogError(
-                f"{self.describe()}: {op}: the server refused {len(errors)} item(s) and stored "
-                f"the others: {_shorten(details)}"
-            )
-        return True
+        refused: dict[str, str] = {}
+        for error in self._json(op, response).get("errors") or []:
+            item_id = error.get("id") if isinstance(error, dict) else None
+            reason = str(error.get("msg") if isinstance(error, dict) else error)
+            if item_id is None:  # not attributable to one item: count the chunk as refused
+                return {doc["id"]: reason for doc in chunk}
+            refused[str(item_id)] = reason
+        return refused
 
     def _upsert_one(self, collection_id: str, doc: JsonDict) -> None:
         op = f"insert of item {doc['id']!r} into collection {collection_id!r}"
@@ -213,16 +233,14 @@ class StacApiCatalog:
         A dropped connection is retried once (every write we make is an upsert, so this is
         safe); a redirect is an error, so credentials never follow one to another origin.
         """
-        headers = self._auth.headers_for(url) if self._auth is not None else {}
-        for attempt in (1, 2):
+        response = self._request(method, url, op, body)
+        if response.status_code == 401 and self._auth is not None:
             try:
-                response = self._client.request(method, url, json=body, headers=headers)
-                break
-            except _RETRIED as exc:
-                if attempt == 2:
-                    raise self._transport_error(op, exc) from None
-            except httpx.HTTPError as exc:
-                raise self._transport_error(op, exc) from None
+                renewed = asyncio.run(self._auth.refresh())
+            except AuthError as exc:
+                raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
+            if renewed:
+                response = self._request(method, url, op, body)
         if response.is_redirect:
             location = redact_url(response.headers.get("location", ""))
             raise CatalogError(
@@ -230,6 +248,21 @@ class StacApiCatalog:
                 f"{location!r} not followed; give the final address as the catalog URL"
             )
         return response
+
+    def _request(self, method: str, url: str, op: str, body: JsonDict | None) -> httpx.Response:
+        try:
+            headers = self._auth.headers_for(url) if self._auth is not None else {}
+        except AuthError as exc:
+            raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
+        try:
+            return self._client.request(method, url, json=body, headers=headers)
+        except _RETRIED:  # a dropped connection: once more (every write is an upsert)
+            try:
+                return self._client.request(method, url, json=body, headers=headers)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(op, exc) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_error(op, exc) from None
 
     def _transport_error(self, op: str, exc: httpx.HTTPError) -> CatalogError:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -264,7 +297,11 @@ class StacApiCatalog:
         """``text`` without any credential we would send to the catalog."""
         if self._auth is None:
             return text
-        for value in self._auth.headers_for(self.url).values():
+        try:
+            sent = self._auth.headers_for(self.url)
+        except AuthError:
+            return text
+        for value in sent.values():
             for secret in (value, value.rpartition(" ")[2]):
                 if secret:
                     text = text.replace(secret, "***")

@@ -214,9 +214,11 @@ class Stager:
         for collection, entries in registered.items():
             try:
                 self.catalog.upsert(collection, [item for _, item, _ in entries])
-            except Exception as exc:
-                for _, _, outcome in entries:
-                    outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
+            except Exception as exc:  # only the items the catalog did not store have failed
+                failed = getattr(exc, "failed_ids", None)
+                for _, item, outcome in entries:
+                    if failed is None or item.id in failed:
+                        outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
         return [outcomes[key] for key in unique]
 
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
@@ -287,7 +289,14 @@ class Stager:
                 continue
             for plan in plans:
                 present = existing.get(plan.task.item.id)
-                if present is not None and self._same(plan, present):
+                try:
+                    same = present is not None and self._same(plan, present)
+                except Exception as exc:  # e.g. the storage cannot be asked: this item says why
+                    outcomes[(collection, plan.task.item.id)] = self._fail(
+                        plan.task, f"checking the stored files failed: {exc}"
+                    )
+                    continue
+                if present is not None and same:
                     outcomes[(collection, plan.task.item.id)] = ItemOutcome(
                         plan.task.item.id,
                         collection,

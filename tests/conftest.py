@@ -2,11 +2,22 @@
 127.0.0.1 by the plugins in tests/fixtures/; missing binaries skip, or fail with
 AUX_REQUIRE_SERVERS=1 (CI)."""
 
+import signal
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
 from aux_assets.sample import ensure_sample
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A SIGTERM (e.g. a CI timeout) interrupts pytest like Ctrl-C, so that the session fixtures
+# still stop the servers they started.
+signal.signal(signal.SIGTERM, _interrupt)
 
 pytest_plugins = [
     "tests.fixtures.pgstac",

@@ -400,3 +400,23 @@ def test_auth_from_env_errors_name_the_variable(
 def test_settings_validation(make: Callable[[], OAuth2Settings], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_auth_origins_extend_where_the_oauth2_token_goes() -> None:
+    env = {
+        "AUX_CDSE_TOKEN_URL": "https://identity.example/token",
+        "AUX_CDSE_CLIENT_ID": "cdse-public",
+        "AUX_CDSE_USERNAME": "u",
+        "AUX_CDSE_PASSWORD": "p",
+    }
+    cdse = auth_from_env("AUX_CDSE", env, "https://stac.dataspace.copernicus.eu/v1/")
+    assert isinstance(cdse, OAuth2Auth)
+    assert "https://download.dataspace.copernicus.eu" in cdse.settings.extra_origins
+    custom = {f"AUX_PRIP{k.removeprefix('AUX_CDSE')}": v for k, v in env.items()}
+    custom["AUX_PRIP_AUTH_ORIGINS"] = "https://dl.example:8443, https://other.example"
+    prip = auth_from_env("AUX_PRIP", custom, "https://prip.example/stac")
+    assert isinstance(prip, OAuth2Auth)
+    assert prip.settings.extra_origins == ("https://dl.example:8443", "https://other.example")
+    custom["AUX_PRIP_AUTH_ORIGINS"] = "ftp://x"
+    with pytest.raises(ValueError, match="AUX_PRIP_AUTH_ORIGINS"):
+        auth_from_env("AUX_PRIP", custom, "https://prip.example/stac")

@@ -252,3 +252,28 @@ def test_a_401_renews_the_token_once_and_searches_again():
         refused = StacApiSource("auxip", url, auth=StaticAuth(origin=origin_of(url), token="x"))
         with pytest.raises(SearchError, match="token expired"):
             refused.search(SearchRequest())
+
+
+def test_credentials_never_follow_a_redirect_to_another_origin():
+    with serve(stac_api_handler(FEATURES)) as (other, other_log):
+
+        def redirecting(h):
+            if h.path.startswith("/search"):
+                h.rfile.read(int(h.headers.get("Content-Length", 0)))
+                h.send_response(307)
+                h.send_header("Location", f"{other}/search")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            stac_api_handler(FEATURES)(h)
+
+        with serve(redirecting) as (url, log):
+            auth = StaticAuth(origin=origin_of(url), api_key="k-s3cr3t", token="t-s3cr3t")
+            items = StacApiSource("auxip", url, auth=auth).search(SearchRequest(limit=2))
+            assert len(items) == 2
+            assert log[0]["headers"].get("x-api-key") == "k-s3cr3t"  # its own origin: sent
+        searched = [r for r in other_log if r["path"].startswith("/search")]
+        assert searched
+        for request in searched:
+            names = {k.lower() for k in request["headers"]}
+            assert not names & {"x-api-key", "authorization", "cookie"}

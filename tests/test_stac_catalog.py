@@ -268,14 +268,45 @@ def test_without_bulk_endpoint_falls_back_to_single_posts_and_remembers() -> Non
     ]
 
 
-def test_bulk_item_errors_are_reported() -> None:
-    answer = {"received": 2, "success": 1, "errors": [{"id": "x", "msg": "geometry bad"}]}
+def test_bulk_item_errors_are_reported_with_the_refused_ids() -> None:
+    refused_id = make_item(2).id
+    answer = {"received": 2, "success": 1, "errors": [{"id": refused_id, "msg": "geometry bad"}]}
     with (
         serve(fake_transactions(200, answer)) as (url, _),
         StacApiCatalog(url) as cat,
-        pytest.raises(CatalogError, match=r"refused 1 item\(s\).*x: geometry bad"),
+        pytest.raises(CatalogError, match=r"refused 1 item\(s\).*geometry bad") as err,
     ):
         cat.upsert("c", [make_item(1), make_item(2)])
+    assert err.value.failed_ids == {refused_id}
+
+
+def test_a_401_renews_the_catalog_token_once() -> None:
+    class Renewing:
+        def __init__(self, origin: str) -> None:
+            self.origin, self.token, self.refreshes = origin, "stale", 0
+
+        def headers_for(self, url: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {self.token}"} if url.startswith(self.origin) else {}
+
+        async def refresh(self) -> bool:
+            self.refreshes += 1
+            self.token = "fresh"
+            return True
+
+    inner = fake_transactions(200, {"received": 1, "success": 1, "errors": []})
+
+    def guarded(h: BaseHTTPRequestHandler) -> None:
+        if h.headers.get("Authorization") != "Bearer fresh":
+            h.rfile.read(int(h.headers.get("Content-Length", 0)))
+            send(h, 401, b'{"description": "expired"}')
+            return
+        inner(h)
+
+    with serve(guarded) as (url, _):
+        auth = Renewing(url)
+        with StacApiCatalog(url, auth) as cat:
+            cat.upsert("c", [make_item(1)])
+        assert auth.refreshes == 1
 
 
 def test_throughput(pgstac_api: PgstacApi, pgstac_collection: str) -> None:
