@@ -35,6 +35,22 @@ class CatalogError(RuntimeError):
         self.failed_ids = failed_ids
 
 
+def new_collection(collection_id: str) -> dict[str, Any]:
+    """A new, valid STAC Collection for staged aux items (global extent, open interval)."""
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "id": collection_id,
+        "description": f"Auxiliary products staged by aux_assets into {collection_id}",
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[None, None]]},
+        },
+        "links": [],
+    }
+
+
 class Catalog(Protocol):
     """A STAC catalog we register staged items in."""
 
@@ -122,21 +138,12 @@ class LocalCatalog:
             write_json(path, doc)
 
     def _new_collection(self, collection_id: str) -> dict[str, Any]:
-        return {
-            "type": "Collection",
-            "stac_version": STAC_VERSION,
-            "id": collection_id,
-            "description": f"Auxiliary products staged by aux_assets into {collection_id}",
-            "license": "other",
-            "extent": {
-                "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
-                "temporal": {"interval": [[None, None]]},
-            },
-            "links": [
-                {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-                {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-            ],
-        }
+        doc = new_collection(collection_id)
+        doc["links"] = [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        ]
+        return doc
 
     def ensure_collection(self, collection_id: str) -> None:
         path = self._collection_path(collection_id)

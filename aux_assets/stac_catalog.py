@@ -30,7 +30,7 @@ import httpx
 import pystac
 
 from aux_assets.auth import AuthError
-from aux_assets.catalog import STAC_VERSION, CatalogError
+from aux_assets.catalog import CatalogError, new_collection
 from aux_assets.filters import ids_filter
 from aux_assets.names import check_collection_id, check_item_id
 from aux_assets.transfer import Auth, redact_url
@@ -97,7 +97,7 @@ class StacApiCatalog:
         response = self._send("GET", f"{self.url}/collections/{collection_id}", op)
         if response.status_code == 404:
             response = self._send(
-                "POST", f"{self.url}/collections", op, _new_collection(collection_id)
+                "POST", f"{self.url}/collections", op, new_collection(collection_id)
             )
             if response.status_code not in (200, 201, 409):
                 raise self._error(op, response)
@@ -306,21 +306,6 @@ class StacApiCatalog:
                 if secret:
                     text = text.replace(secret, "***")
         return text
-
-
-def _new_collection(collection_id: str) -> JsonDict:
-    return {
-        "type": "Collection",
-        "stac_version": STAC_VERSION,
-        "id": collection_id,
-        "description": f"Auxiliary products staged by aux_assets into {collection_id}",
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [GLOBAL_BBOX]},
-            "temporal": {"interval": [[None, None]]},
-        },
-        "links": [],
-    }
 
 
 def _item_doc(item: pystac.Item, collection_id: str) -> JsonDict:
