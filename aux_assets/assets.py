@@ -1,5 +1,6 @@
 """The three partitioned aux assets: search results -> staged items -> catalog items."""
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,7 +26,9 @@ AssetFn = Callable[..., Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult
 
 
 def aux_asset(
-    required: set[str], check: dg.AssetCheckSpec
+    required: set[str],
+    check: dg.AssetCheckSpec,
+    automation: dg.AutomationCondition[Any] | None = None,
 ) -> Callable[[AssetFn], dg.AssetsDefinition]:
     """``dg.asset`` with what the three aux assets share: daily partitions, range backfills,
     group, JSON IO manager, one inline check."""
@@ -39,6 +42,7 @@ def aux_asset(
         code_version="1",
         required_resource_keys=required,
         check_specs=[check],
+        automation_condition=automation,
     )
     return decorator
 
@@ -128,12 +132,74 @@ def _validate_raw(config: SearchConfig) -> dict[str, Any]:
     return cql
 
 
+def _report(
+    context: dg.AssetExecutionContext, per_day: Mapping[str, dict[str, Any]], started: float
+) -> None:
+    """Each day of the run gets its own metadata (numbers plot over the partitions)."""
+    seconds = round(time.monotonic() - started, 3)
+    for key, metadata in per_day.items():
+        context.add_asset_metadata(
+            {**metadata, "run_seconds": seconds, "seconds_per_day": seconds / len(per_day)},
+            partition_key=key,
+        )
+
+
+def _search_metadata(doc: Mapping[str, Any]) -> dict[str, Any]:
+    products = doc["products"]
+    return {
+        "n_candidates": sum(len(p["candidates"]) for p in products),
+        "n_selected": sum(len(p["selected"]["features"]) for p in products),
+        "n_product_types": len({p["product_type"] for p in products}),
+        "n_missing_mandatory": sum(bool(p["mandatory"] and p["missing_units"]) for p in products),
+        "window": dg.MetadataValue.json(doc["window"]),
+    }
+
+
+def _staged_metadata(
+    documents: Mapping[str, Any], outcomes: Mapping[tuple[str, str], ItemOutcome], lookups: int
+) -> dict[str, dict[str, Any]]:
+    """Per day: item outcomes, and the bytes moved for the items it is the first day of."""
+    counted: set[tuple[str, str]] = set()
+    per_day: dict[str, dict[str, Any]] = {}
+    for key, doc in sorted(documents.items()):
+        items = [o for p in doc["products"] for o in p["items"]]
+        moved = 0
+        for item in items:
+            ident = (item["collection"], item["item_id"])
+            if ident in outcomes and ident not in counted:
+                counted.add(ident)
+                moved += outcomes[ident].bytes_transferred
+        per_day[key] = {
+            **{f"n_{s}": sum(i["status"] == s for i in items) for s in ("staged", "present")},
+            "n_failed": sum(i["status"] == "failed" for i in items),
+            "bytes_staged": moved,
+            "catalog_lookups": lookups,
+        }
+    return per_day
+
+
+def _catalog_metadata(key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    features = {
+        (f["collection"], f["id"]): f for p in doc["products"] for f in p["items"]["features"]
+    }
+    return {
+        "n_items": len(features),
+        "n_uncovered": sum(not covered for covered in doc["coverage"].values()),
+        "coverage": dg.MetadataValue.json(doc["coverage"]),
+        "summary": dg.MetadataValue.md(_summary_table({key: doc})),
+        "items": dg.MetadataValue.json(
+            {"type": "FeatureCollection", "features": list(features.values())}
+        ),
+    }
+
+
 @aux_asset({"products", *SOURCE_KEYS}, checks.MANDATORY_CANDIDATES)
 def aux_search_results(
     context: dg.AssetExecutionContext, config: SearchConfig
 ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
     """For each window and product type: the candidates found in its source and the items
     its selection policy picked (per platform, with alternatives)."""
+    started = time.monotonic()
     _check_config(config)
     windows = _windows(context, config)
     try:
@@ -168,18 +234,8 @@ def aux_search_results(
     ]
     if config.error_if_empty and empty:
         raise dg.Failure("no AUX product found for: " + "; ".join(empty))
-    products = [p for doc in documents.values() for p in doc["products"]]
-    yield dg.Output(
-        documents,
-        metadata={
-            "n_candidates": sum(len(p["candidates"]) for p in products),
-            "n_selected": sum(len(p["selected"]["features"]) for p in products),
-            "n_product_types": len({p["product_type"] for p in products}),
-            "windows": dg.MetadataValue.json(
-                {key: doc["window"] for key, doc in sorted(documents.items())}
-            ),
-        },
-    )
+    _report(context, {key: _search_metadata(doc) for key, doc in documents.items()}, started)
+    yield dg.Output(documents)
     yield checks.mandatory_candidates(documents)
 
 
@@ -211,7 +267,11 @@ def _stage_tasks(
     return tasks
 
 
-@aux_asset({"catalog", "storage", *SOURCE_KEYS}, checks.ALL_STAGED_VERIFIED)
+@aux_asset(
+    {"catalog", "storage", *SOURCE_KEYS},
+    checks.ALL_STAGED_VERIFIED,
+    dg.AutomationCondition.eager(),  # follows aux_search_results
+)
 def aux_staged_items(
     context: dg.AssetExecutionContext, aux_search_results: dict[str, Any]
 ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
@@ -221,6 +281,7 @@ def aux_staged_items(
     limits = {
         name: getattr(context.resources, resource_key(name)).max_connections for name in SOURCES
     }
+    started = time.monotonic()
     catalog = context.resources.catalog.open()
     try:
         stager = Stager(catalog, context.resources.storage.open(), limits=limits)
@@ -251,17 +312,12 @@ def aux_staged_items(
     for outcome in outcomes.values():
         if outcome.status == "failed":
             context.log.error(f"{outcome.collection}/{outcome.item_id} failed: {outcome.reason}")
-    counts = {
-        s: sum(o.status == s for o in outcomes.values()) for s in ("staged", "present", "failed")
-    }
-    yield dg.Output(
-        documents,
-        metadata={
-            **{f"n_{status}": n for status, n in counts.items()},
-            "bytes_staged": sum(o.bytes_transferred for o in outcomes.values()),
-            "catalog_lookups": catalog.lookups,
-        },
+    _report(
+        context,
+        _staged_metadata(documents, outcomes, catalog.lookups),
+        started,
     )
+    yield dg.Output(documents)
     yield checks.all_staged_verified(documents)
 
 
@@ -279,12 +335,13 @@ def _summary_table(documents: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@aux_asset({"catalog"}, checks.CATALOG_COVERAGE)
+@aux_asset({"catalog"}, checks.CATALOG_COVERAGE, dg.AutomationCondition.eager())
 def aux_catalog_items(
     context: dg.AssetExecutionContext, aux_staged_items: dict[str, Any]
 ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
     """The items as the catalog now holds them (staged hrefs), one selection per product type,
     read back from the catalog in one batched lookup per collection; coverage per type."""
+    started = time.monotonic()
     catalog = context.resources.catalog.open()
     wanted: dict[str, set[str]] = {}
     for doc in aux_staged_items.values():
@@ -320,21 +377,6 @@ def aux_catalog_items(
             "products": products,
             "coverage": coverage,
         }
-    unique = {
-        (f["collection"], f["id"]): f
-        for doc in documents.values()
-        for p in doc["products"]
-        for f in p["items"]["features"]
-    }
-    yield dg.Output(
-        documents,
-        metadata={
-            "n_items": len(unique),
-            "coverage": dg.MetadataValue.json({k: d["coverage"] for k, d in documents.items()}),
-            "summary": dg.MetadataValue.md(_summary_table(documents)),
-            "items": dg.MetadataValue.json(
-                {"type": "FeatureCollection", "features": list(unique.values())}
-            ),
-        },
-    )
+    _report(context, {key: _catalog_metadata(key, doc) for key, doc in documents.items()}, started)
+    yield dg.Output(documents)
     yield checks.catalog_coverage(documents)

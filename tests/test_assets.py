@@ -153,6 +153,24 @@ def test_range_run_is_one_run_with_a_document_per_day(home):
         for o in p["items"]
     ]
     assert {o["status"] for o in staged} == {"staged"}
+    # each day of the range run reports its own figures
+    by_day = {
+        m.partition: {k: v.value for k, v in m.metadata.items()}
+        for m in result.asset_materializations_for_node("aux_search_results")
+    }
+    assert sorted(by_day) == ["2026-01-03", "2026-01-04", "2026-01-05"]
+    for day, meta in by_day.items():
+        assert meta["window"]["start"].startswith(day) and meta["n_selected"] > 0
+    staged_by_day = {
+        m.partition: m.metadata["bytes_staged"].value
+        for m in result.asset_materializations_for_node("aux_staged_items")
+    }
+    assert all(moved > 0 for moved in staged_by_day.values())
+    catalog_by_day = {
+        m.partition: m.metadata["summary"].value
+        for m in result.asset_materializations_for_node("aux_catalog_items")
+    }
+    assert all(f"| {day} |" in table for day, table in catalog_by_day.items())
 
 
 def test_raw_cql2_filter_stages_every_match(home):

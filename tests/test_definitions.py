@@ -1,0 +1,63 @@
+"""The code location as Dagster loads it: job, schedule, declarative automation."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
+from aux_assets.definitions import aux_daily_schedule, aux_job, defs
+from aux_assets.io import JsonPartitionIOManager
+from aux_assets.partitions import daily_partitions
+from aux_assets.resources import build_resources
+
+
+def test_definitions_load_and_name_the_contract():
+    dg.Definitions.validate_loadable(defs)
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {"aux_search_results", "aux_staged_items", "aux_catalog_items"}
+    assert defs.resolve_job_def("aux_job").name == aux_job.name
+
+
+def test_schedule_materializes_the_latest_complete_day():
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 1, 6, 6, 0, tzinfo=UTC)
+    )
+    result = defs.resolve_schedule_def(aux_daily_schedule.name).evaluate_tick(context)
+    (request,) = result.run_requests or []
+    assert request.partition_key == "2026-01-05"
+    assert defs.resolve_schedule_def(aux_daily_schedule.name).cron_schedule == "0 6 * * *"
+
+
+def test_staged_and_catalog_assets_follow_the_search(tmp_path, shared_sample):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    resources = {
+        **build_resources({"AUX_ASSETS_HOME": str(home)}),
+        IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io")),
+    }
+    assets = [aux_search_results, aux_staged_items, aux_catalog_items]
+    local = dg.Definitions(assets=assets, resources=resources)
+    latest = daily_partitions.get_last_partition_key()
+    with dg.instance_for_test() as instance:
+        first = dg.evaluate_automation_conditions(defs=local, instance=instance)
+        assert first.total_requested == 0  # nothing to follow yet
+        config = {"ops": {"aux_search_results": {"config": {"product_types": ["AUX_WND"]}}}}
+        dg.materialize(
+            [aux_search_results],
+            partition_key=latest,
+            resources=resources,
+            instance=instance,
+            run_config=config,
+        )
+        result = dg.evaluate_automation_conditions(
+            defs=local, instance=instance, cursor=first.cursor
+        )
+        requested = {
+            (key.to_user_string(), partition)
+            for key, subset in (
+                (r.key, r.true_subset) for r in result.results if r.true_subset.size
+            )
+            for partition in subset.expensively_compute_partition_keys()
+        }
+        assert ("aux_staged_items", latest) in requested
