@@ -1,0 +1,315 @@
+"""Newly published aux products: what to search, which days they serve, which runs to request.
+
+Used by :mod:`aux_assets.sensors` on every tick; no Dagster here.
+
+Days an item can serve (a day ``d`` is the window ``[d, d + 1 day]``, widened by the entry's
+margins; bounds are inclusive, as the policies' are):
+
+* cover and intersect policies: the days whose window meets the item's validity. For cover
+  policies this is a superset on purpose: the day's sub-windows are also selected
+  (:func:`aux_assets.planning.select_covering`), and any of them inside the validity may now pick
+  the item.
+* closest policies (``ClosestStartValidity``, ``ClosestStopValidity``,
+  ``LatestValidityClosest``): the days whose window meets [validity start - 1 day, validity end
+  + 1 day]. A new file mainly changes the choice of the days near its validity; for a sparse
+  product it can also become the closest file of days further away, which are not requested
+  (a backfill re-selects them).
+* latest policies (``LatestValidity``, ``LatestStopValidity``, ``LatestGeneration``): the choice
+  ignores the window, so a new file can change every day. Requested: the days from [validity
+  start - 1 day] on, and not before ``latest_from`` (the sensor passes the start of its
+  look-back): older days keep the file chosen when they ran, re-selecting them is a deliberate
+  backfill.
+
+An item counts for an entry when its ``product:type`` is the entry's type or one of its
+``alternatives``, its platform is one of the entry's ``platforms`` (when listed) and its collection
+one of the entry's ``source_collections`` (when listed), as the planning search would find it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+import pystac
+from pystac.utils import str_to_datetime
+
+from aux_assets.filters import JsonDict
+from aux_assets.products import ProductSpec
+from aux_assets.search import SearchRequest
+from aux_assets.selection import policy_window_kind, validity
+
+RUN_KEY_PREFIX = "aux_new_products"
+PUBLISHED_ASCENDING: tuple[JsonDict, ...] = (
+    {"field": "properties.published", "direction": "asc"},
+)
+_CLOSEST_POLICIES = frozenset(
+    {"ClosestStartValidity", "ClosestStopValidity", "LatestValidityClosest"}
+)
+_DAY = timedelta(days=1)
+_DIGEST_CHARS = 16
+
+
+def _utc_text(value: datetime) -> str:
+    if value.utcoffset() is None:
+        raise ValueError(f"{value.isoformat()} is a naive datetime; pass a UTC one")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = str_to_datetime(value)
+    except (ValueError, OverflowError):
+        return None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def published_time(item: pystac.Item) -> datetime | None:
+    """``published``, else ``created``, in UTC; ``None`` when neither is a timestamp."""
+    props = item.properties
+    return _parse_time(props.get("published")) or _parse_time(props.get("created"))
+
+
+def new_items_request(specs: Sequence[ProductSpec], since: datetime, limit: int) -> SearchRequest:
+    """One search for the items of ``specs``' types (and alternatives) published after ``since``.
+
+    ``specs`` all have the same source. Sorted by ``published`` ascending, ``limit`` in total;
+    ``collections`` is the union of the specs' ``source_collections`` when each has them.
+    """
+    sources = {spec.source for spec in specs}
+    if len(sources) != 1:
+        raise ValueError(f"give the entries of exactly one source, got {sorted(sources)}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    types = sorted({t for spec in specs for t in (spec.product_type, *spec.alternatives)})
+    cql: JsonDict = {
+        "op": "and",
+        "args": [
+            {"op": "in", "args": [{"property": "product:type"}, types]},
+            {"op": ">", "args": [{"property": "published"}, {"timestamp": _utc_text(since)}]},
+        ],
+    }
+    collections: tuple[str, ...] | None = None
+    if all(spec.source_collections for spec in specs):
+        collections = tuple(sorted({c for spec in specs for c in spec.source_collections or ()}))
+    return SearchRequest(
+        filter=cql, collections=collections, limit=limit, sortby=PUBLISHED_ASCENDING
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The items a tick acts on; ``truncated`` when more were published than the cap."""
+
+    items: list[pystac.Item]
+    truncated: bool
+
+
+def settled_batch(items: Sequence[pystac.Item], cap: int) -> Batch:
+    """The items to act on from a search asked for ``cap + 1`` items.
+
+    Beyond ``cap`` the search was cut; the items published at the instant of the cut may be
+    incomplete, so they are left to the next tick (whose search starts after the last instant
+    kept), unless every item shares that instant.
+    """
+    ordered = sorted(items, key=lambda i: published_time(i) or datetime.min.replace(tzinfo=UTC))
+    if len(ordered) <= cap:
+        return Batch(ordered, truncated=False)
+    cut = published_time(ordered[cap])
+    kept = [i for i in ordered[:cap] if (published_time(i) or cut) != cut]
+    return Batch(kept or ordered[:cap], truncated=True)
+
+
+def _floor(t: datetime) -> int:
+    return t.toordinal()
+
+
+def _ceil(t: datetime) -> int:
+    return t.toordinal() + (t.timetz().replace(tzinfo=None) != time())
+
+
+def _span(
+    item: pystac.Item, spec: ProductSpec, first: int, last: int, latest_from: int
+) -> tuple[int, int] | None:
+    """The day ordinals (inclusive, within [first, last]) ``item`` can serve for ``spec``."""
+    v = validity(item)
+    kind = policy_window_kind(spec.policy)
+    slack = timedelta(0) if kind != "any" else _DAY
+    before, after = timedelta(seconds=spec.margin_before_s), timedelta(seconds=spec.margin_after_s)
+    try:
+        low = _ceil(v.start - slack - after - _DAY)
+    except OverflowError:
+        low = first
+    if kind == "any" and spec.policy not in _CLOSEST_POLICIES:
+        low, high = max(low, latest_from), last
+    else:
+        try:
+            high = _floor(v.end + slack + before)
+        except OverflowError:
+            high = last
+    low, high = max(low, first), min(high, last)
+    return (low, high) if low <= high else None
+
+
+def _serves(spec: ProductSpec, item: pystac.Item) -> bool:
+    props = item.properties
+    if props.get("product:type") not in (spec.product_type, *spec.alternatives):
+        return False
+    if spec.platforms and props.get("platform") not in spec.platforms:
+        return False
+    return not spec.source_collections or item.collection_id in spec.source_collections
+
+
+def _spans(
+    item: pystac.Item, specs: Iterable[ProductSpec], first: int, last: int, latest_from: int
+) -> list[tuple[int, int]]:
+    spans = (_span(item, spec, first, last, latest_from) for spec in specs if _serves(spec, item))
+    return [s for s in spans if s is not None]
+
+
+def affected_days(
+    item: pystac.Item,
+    specs_for_type: Sequence[ProductSpec],
+    first_day: date,
+    last_day: date,
+    *,
+    latest_from: date | None = None,
+) -> set[date]:
+    """The days in [first_day, last_day] whose selection ``item`` can change (module docstring).
+
+    ``latest_from`` bounds the days requested for latest policies (default: ``first_day``).
+    Raises ValueError when the item's validity dates are unusable.
+    """
+    first, last = first_day.toordinal(), last_day.toordinal()
+    start = max(first, latest_from.toordinal()) if latest_from else first
+    return {
+        date.fromordinal(d)
+        for low, high in _spans(item, specs_for_type, first, last, start)
+        for d in range(low, high + 1)
+    }
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """A partition to re-materialize, its idempotency key, and the new items behind it."""
+
+    partition_key: str
+    run_key: str
+    item_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """An item left out, and why."""
+
+    source: str
+    item_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The runs to request; the items skipped; how many items serve no existing day."""
+
+    runs: list[PlannedRun]
+    skipped: list[SkippedItem] = field(default_factory=list)
+    n_unmapped: int = 0
+
+
+def plan_runs(
+    items_by_source: Mapping[str, Sequence[pystac.Item]],
+    specs: Sequence[ProductSpec],
+    first_day: date,
+    last_day: date,
+    *,
+    latest_from: date | None = None,
+) -> Plan:
+    """One run per day some item can serve, sorted by day.
+
+    The run key is ``aux_new_products:<day>:<digest>``, the digest a short sha256 of the sorted
+    (item id, source, published) of the items serving that day: a re-published file (new
+    ``published``) requests the day again, the same set of items never twice.
+    """
+    first, last = first_day.toordinal(), last_day.toordinal()
+    start = max(first, latest_from.toordinal()) if latest_from else first
+    by_type: dict[tuple[str, str], list[ProductSpec]] = {}
+    for spec in specs:
+        for product_type in (spec.product_type, *spec.alternatives):
+            by_type.setdefault((spec.source, product_type), []).append(spec)
+    keys: dict[tuple[str, str, str], set[int]] = {}
+    skipped: list[SkippedItem] = []
+    n_unmapped = 0
+    for source, items in items_by_source.items():
+        for item in items:
+            candidates = by_type.get((source, str(item.properties.get("product:type"))), [])
+            try:
+                spans = _spans(item, candidates, first, last, start)
+            except ValueError as exc:
+                skipped.append(SkippedItem(source, item.id, str(exc)))
+                continue
+            if not spans:
+                n_unmapped += 1
+                continue
+            published = item.properties.get("published") or item.properties.get("created")
+            days = keys.setdefault((item.id, source, str(published or "")), set())
+            for low, high in spans:
+                days.update(range(low, high + 1))
+    ordered = sorted(keys)
+    encoded = [json.dumps(key).encode() + b"\n" for key in ordered]
+    per_day: dict[int, list[int]] = {}
+    for rank, key in enumerate(ordered):
+        for day in keys[key]:
+            per_day.setdefault(day, []).append(rank)
+    runs = []
+    for day, ranks in sorted(per_day.items()):
+        digest = hashlib.sha256(b"".join(encoded[r] for r in ranks)).hexdigest()[:_DIGEST_CHARS]
+        partition_key = date.fromordinal(day).isoformat()
+        ids = tuple(dict.fromkeys(ordered[r][0] for r in ranks))
+        runs.append(PlannedRun(partition_key, f"{RUN_KEY_PREFIX}:{partition_key}:{digest}", ids))
+    return Plan(runs, skipped, n_unmapped)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """The last ``published`` seen per source; sources not seen start at ``default_since``."""
+
+    default_since: datetime
+    published: Mapping[str, datetime] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str | None, default_since: datetime) -> Cursor:
+        """Read :meth:`to_text`'s JSON; ``None`` or empty is a fresh cursor."""
+        if not text:
+            return cls(default_since)
+        try:
+            raw = json.loads(text)["published"]
+            published = {str(k): _parse_time(v) for k, v in raw.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            published = {"": None}
+        bad = [k for k, v in published.items() if v is None]
+        if bad:
+            raise ValueError(
+                f"sensor cursor {text[:200]!r} is not this sensor's JSON "
+                '({"published": {"<source>": "<RFC 3339>"}}); fix or delete it'
+            )
+        return cls(default_since, {k: v for k, v in published.items() if v is not None})
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {"published": {k: _utc_text(v) for k, v in sorted(self.published.items())}}
+        )
+
+    def since(self, source: str) -> datetime:
+        return self.published.get(source, self.default_since)
+
+    def advance(self, source: str, items: Iterable[pystac.Item]) -> Cursor:
+        """This cursor with ``source`` moved to the latest ``published`` (else ``created``) of
+        ``items``; never backwards."""
+        newest = max(filter(None, map(published_time, items)), default=None)
+        if newest is None or newest <= self.since(source):
+            return self
+        return Cursor(self.default_since, {**self.published, source: newest})
