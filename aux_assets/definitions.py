@@ -1,4 +1,4 @@
-"""The Dagster code location: assets, checks, job, schedule, resources and the JSON IO manager."""
+"""The Dagster code location: assets, checks, job, schedule, sensor, resources, IO manager."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results,
 from aux_assets.io import JsonPartitionIOManager
 from aux_assets.partitions import daily_partitions
 from aux_assets.resources import aux_home, build_resources
+from aux_assets.sensors import aux_new_products_sensor
 
 ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
 
@@ -29,6 +30,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[aux_job],
     schedules=[aux_daily_schedule],
+    sensors=[aux_new_products_sensor],
     resources={
         **build_resources(),
         IO_MANAGER: JsonPartitionIOManager(base_dir=str(aux_home() / "io")),

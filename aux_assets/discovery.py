@@ -3,7 +3,8 @@
 Used by :mod:`aux_assets.sensors` on every tick; no Dagster here.
 
 Days an item can serve (a day ``d`` is the window ``[d, d + 1 day]``, widened by the entry's
-margins; bounds are inclusive, as the policies' are):
+margins). Bounds are inclusive: a file ending exactly at midnight also names the next day, at
+worst one run too many, never one missing.
 
 * cover and intersect policies: the days whose window meets the item's validity. For cover
   policies this is a superset on purpose: the day's sub-windows are also selected
@@ -42,13 +43,12 @@ from aux_assets.search import SearchRequest
 from aux_assets.selection import policy_window_kind, validity
 
 RUN_KEY_PREFIX = "aux_new_products"
-PUBLISHED_ASCENDING: tuple[JsonDict, ...] = (
-    {"field": "properties.published", "direction": "asc"},
-)
+PUBLISHED_ASCENDING: tuple[JsonDict, ...] = ({"field": "properties.published", "direction": "asc"},)
 _CLOSEST_POLICIES = frozenset(
     {"ClosestStartValidity", "ClosestStopValidity", "LatestValidityClosest"}
 )
 _DAY = timedelta(days=1)
+_MIN = datetime.min.replace(tzinfo=UTC)
 _DIGEST_CHARS = 16
 
 
@@ -110,17 +110,18 @@ class Batch:
 
 
 def settled_batch(items: Sequence[pystac.Item], cap: int) -> Batch:
-    """The items to act on from a search asked for ``cap + 1`` items.
+    """The items to act on, oldest first, from a search asked for ``cap + 1`` items.
 
     Beyond ``cap`` the search was cut; the items published at the instant of the cut may be
     incomplete, so they are left to the next tick (whose search starts after the last instant
     kept), unless every item shares that instant.
     """
-    ordered = sorted(items, key=lambda i: published_time(i) or datetime.min.replace(tzinfo=UTC))
+    keyed = sorted((published_time(item) or _MIN, n) for n, item in enumerate(items))
+    ordered = [items[n] for _, n in keyed]
     if len(ordered) <= cap:
         return Batch(ordered, truncated=False)
-    cut = published_time(ordered[cap])
-    kept = [i for i in ordered[:cap] if (published_time(i) or cut) != cut]
+    cut = keyed[cap][0]
+    kept = [items[n] for t, n in keyed[:cap] if t < cut]
     return Batch(kept or ordered[:cap], truncated=True)
 
 
@@ -129,7 +130,7 @@ def _floor(t: datetime) -> int:
 
 
 def _ceil(t: datetime) -> int:
-    return t.toordinal() + (t.timetz().replace(tzinfo=None) != time())
+    return t.toordinal() + (1 if t.time() != time() else 0)
 
 
 def _span(
@@ -171,6 +172,12 @@ def _spans(
     return [s for s in spans if s is not None]
 
 
+def _bounds(first_day: date, last_day: date, latest_from: date | None) -> tuple[int, int, int]:
+    first = first_day.toordinal()
+    start = max(first, latest_from.toordinal()) if latest_from else first
+    return first, last_day.toordinal(), start
+
+
 def affected_days(
     item: pystac.Item,
     specs_for_type: Sequence[ProductSpec],
@@ -184,8 +191,7 @@ def affected_days(
     ``latest_from`` bounds the days requested for latest policies (default: ``first_day``).
     Raises ValueError when the item's validity dates are unusable.
     """
-    first, last = first_day.toordinal(), last_day.toordinal()
-    start = max(first, latest_from.toordinal()) if latest_from else first
+    first, last, start = _bounds(first_day, last_day, latest_from)
     return {
         date.fromordinal(d)
         for low, high in _spans(item, specs_for_type, first, last, start)
@@ -234,8 +240,7 @@ def plan_runs(
     (item id, source, published) of the items serving that day: a re-published file (new
     ``published``) requests the day again, the same set of items never twice.
     """
-    first, last = first_day.toordinal(), last_day.toordinal()
-    start = max(first, latest_from.toordinal()) if latest_from else first
+    first, last, start = _bounds(first_day, last_day, latest_from)
     by_type: dict[tuple[str, str], list[ProductSpec]] = {}
     for spec in specs:
         for product_type in (spec.product_type, *spec.alternatives):
@@ -286,17 +291,18 @@ class Cursor:
         if not text:
             return cls(default_since)
         try:
-            raw = json.loads(text)["published"]
-            published = {str(k): _parse_time(v) for k, v in raw.items()}
+            published: dict[str, datetime] = {}
+            for source, value in json.loads(text)["published"].items():
+                parsed = _parse_time(value)
+                if parsed is None:
+                    raise ValueError(value)
+                published[str(source)] = parsed
         except (ValueError, KeyError, TypeError, AttributeError):
-            published = {"": None}
-        bad = [k for k, v in published.items() if v is None]
-        if bad:
             raise ValueError(
                 f"sensor cursor {text[:200]!r} is not this sensor's JSON "
                 '({"published": {"<source>": "<RFC 3339>"}}); fix or delete it'
-            )
-        return cls(default_since, {k: v for k, v in published.items() if v is not None})
+            ) from None
+        return cls(default_since, published)
 
     def to_text(self) -> str:
         return json.dumps(

@@ -63,6 +63,9 @@ class _RedactCredentials(logging.Filter):
 logging.getLogger("pystac_client.stac_api_io").addFilter(_RedactCredentials())
 
 
+PAGE_SIZE = 500  # items per page asked of STAC APIs (servers default to as few as 10)
+
+
 class SearchError(RuntimeError):
     """A search that failed; the message names the source and its URL, never credentials."""
 
@@ -215,6 +218,7 @@ class StacApiSource:
                 method="POST",
                 filter=request.filter,
                 max_items=request.limit,
+                limit=min(request.limit or PAGE_SIZE, PAGE_SIZE),
                 collections=list(request.collections) if request.collections else None,
                 sortby=list(request.sortby) if request.sortby else None,
                 datetime=request.datetime,

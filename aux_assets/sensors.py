@@ -1,0 +1,155 @@
+"""``aux_new_products_sensor``: re-materialize the days newly published aux products serve.
+
+Each tick searches every source of the products file for the items of its product types
+published after the cursor (the last ``published`` seen per source; first tick: the last
+``AUX_SENSOR_LOOKBACK_DAYS`` days, default 7), maps them to the existing daily partitions
+(:mod:`aux_assets.discovery`) and requests one run of the three assets per day. Searches run in
+parallel, each bounded in time, so a tick stays within Dagster's 60 s limit; a source that fails
+is logged and keeps its cursor, the others go on.
+
+``minimum_interval_seconds=300``: aux files arrive a few times an hour at most (orbits, meteo),
+so five minutes of latency costs nothing and keeps the load on the providers' APIs low.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+
+import dagster as dg
+import pystac
+
+from aux_assets.assets import SOURCE_KEYS, aux_catalog_items, aux_search_results, aux_staged_items
+from aux_assets.discovery import Batch, Cursor, new_items_request, plan_runs, settled_batch
+from aux_assets.partitions import daily_partitions
+from aux_assets.products import ProductSpec
+from aux_assets.resources import SourceResource
+from aux_assets.search import SearchError, UnconfiguredSource
+from aux_assets.sources import resource_key
+
+LOOKBACK_ENV = "AUX_SENSOR_LOOKBACK_DAYS"
+DEFAULT_LOOKBACK_DAYS = 7
+MAX_ITEMS_PER_SOURCE = 10_000
+SEARCH_TIMEOUT_S = 25.0  # between pages; a page itself is bounded by the source's HTTP timeout
+
+
+def lookback_days(env: Mapping[str, str] | None = None) -> int:
+    """``AUX_SENSOR_LOOKBACK_DAYS`` (default 7), a positive whole number."""
+    text = (os.environ if env is None else env).get(LOOKBACK_ENV) or str(DEFAULT_LOOKBACK_DAYS)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{LOOKBACK_ENV}={text!r} must be a positive whole number of days")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one source gave this tick: a batch, or why it gave nothing."""
+
+    source: str
+    batch: Batch | None = None
+    problem: str = ""
+    level: int = logging.INFO
+
+
+def _search(
+    context: dg.SensorEvaluationContext, source: str, specs: Sequence[ProductSpec], since: datetime
+) -> _Outcome:
+    if source == "catalog":
+        return _Outcome(source, problem="source catalog is our own catalog: not watched")
+    resource: SourceResource = getattr(context.resources, resource_key(source))
+    try:
+        client = resource.open()
+        if isinstance(client, UnconfiguredSource):
+            return _Outcome(source, problem=client.message(), level=logging.WARNING)
+        request = new_items_request(specs, since, MAX_ITEMS_PER_SOURCE + 1)
+        items = client.search(replace(request, timeout_s=SEARCH_TIMEOUT_S))
+    except (SearchError, ValueError) as exc:
+        return _Outcome(source, problem=f"source {source} failed: {exc}", level=logging.ERROR)
+    return _Outcome(source, batch=settled_batch(items, MAX_ITEMS_PER_SOURCE))
+
+
+def _quiet(sources: Sequence[str], cursor: Cursor) -> str:
+    by_since: dict[str, list[str]] = {}
+    for source in sources:
+        by_since.setdefault(cursor.since(source).isoformat(), []).append(source)
+    return "no product published " + "; ".join(
+        f"since {since} in {', '.join(names)}" for since, names in by_since.items()
+    )
+
+
+@dg.sensor(
+    name="aux_new_products_sensor",
+    target=[aux_search_results, aux_staged_items, aux_catalog_items],
+    minimum_interval_seconds=300,
+    required_resource_keys={"products", *SOURCE_KEYS},
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description=(
+        "Requests the days that aux products published since the last tick can serve "
+        "(cursor: last publication seen per source)."
+    ),
+)
+def aux_new_products_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """One run of the three assets per existing day served by a newly published product."""
+    now = datetime.now(UTC)
+    lookback_start = now - timedelta(days=lookback_days())
+    cursor = Cursor.parse(context.cursor, lookback_start)
+    keys = daily_partitions.get_partition_keys()
+    if not keys:
+        return dg.SensorResult(skip_reason="no daily partition exists yet (AUX_PARTITIONS_START)")
+    first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])
+    specs: tuple[ProductSpec, ...] = context.resources.products.load().products
+    by_source: dict[str, list[ProductSpec]] = {}
+    for spec in specs:
+        by_source.setdefault(spec.source, []).append(spec)
+
+    def search(source: str) -> _Outcome:
+        return _search(context, source, by_source[source], cursor.since(source))
+
+    with ThreadPoolExecutor(max_workers=max(1, len(by_source))) as pool:
+        outcomes = list(pool.map(search, sorted(by_source)))
+    notes: list[str] = []
+    items_by_source: dict[str, list[pystac.Item]] = {}
+    new_cursor = cursor
+    for outcome in outcomes:
+        if outcome.batch is None:
+            context.log.log(outcome.level, outcome.problem)
+            notes.append(outcome.problem)
+            continue
+        items = outcome.batch.items
+        since = cursor.since(outcome.source).isoformat()
+        context.log.info(f"source {outcome.source}: {len(items)} item(s) published since {since}")
+        if outcome.batch.truncated:
+            context.log.warning(
+                f"source {outcome.source}: more than {MAX_ITEMS_PER_SOURCE} items published "
+                f"since {since}; this tick takes the {len(items)} oldest, the next goes on"
+            )
+        items_by_source[outcome.source] = items
+        new_cursor = new_cursor.advance(outcome.source, items)
+    plan = plan_runs(items_by_source, specs, first, last, latest_from=lookback_start.date())
+    for skipped in plan.skipped:
+        context.log.warning(f"{skipped.source} item {skipped.item_id} skipped: {skipped.reason}")
+    if plan.runs:
+        context.log.info(
+            f"{len(plan.runs)} day(s) to re-materialize: "
+            f"{plan.runs[0].partition_key}..{plan.runs[-1].partition_key}"
+        )
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(partition_key=run.partition_key, run_key=run.run_key)
+                for run in plan.runs
+            ],
+            cursor=new_cursor.to_text(),
+        )
+    quiet = [source for source, items in items_by_source.items() if not items]
+    if quiet:
+        notes.insert(0, _quiet(quiet, cursor))
+    if plan.n_unmapped:
+        notes.append(f"{plan.n_unmapped} new item(s) serve no existing partition ({first}..{last})")
+    if plan.skipped:
+        notes.append(f"{len(plan.skipped)} new item(s) skipped for unusable dates")
+    reason = "; ".join(notes) or "the products file lists no product type"
+    return dg.SensorResult(skip_reason=reason, cursor=new_cursor.to_text())
