@@ -69,6 +69,14 @@ def _summary(item: pystac.Item) -> JsonDict:
     }
 
 
+# Closest policies compare one validity edge with the window centre; they are searched within
+# LOOKAROUND of the window first, and without bound only when that cannot prove the nearest.
+CLOSEST_EDGE = {
+    "ClosestStartValidity": "start",
+    "ClosestStopValidity": "end",
+    "LatestValidityClosest": "start",
+}
+LOOKAROUND = timedelta(days=7)
 _ANY = "*"  # the unit when the main type found nothing at all and no platforms were listed
 
 
@@ -86,9 +94,14 @@ class _Searcher:
         self._locks: dict[tuple[Any, ...], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def candidates(self, spec: ProductSpec) -> _Found:
-        """The valid items found for ``spec``, the filter sent, and the items refused."""
+    def candidates(self, spec: ProductSpec, bounded: bool = True) -> _Found:
+        """The valid items found for ``spec``, the filter sent, and the items refused.
+
+        Closest policies are first searched within :data:`LOOKAROUND` of the windows
+        (``bounded``); see :func:`_closest_proven`.
+        """
         key = (
+            bounded,
             spec.source,
             spec.source_collections,
             spec.product_type,
@@ -101,17 +114,21 @@ class _Searcher:
             lock = self._locks.setdefault(key, threading.Lock())
         with lock:
             if key not in self._cache:
-                self._cache[key] = self._search(spec)
+                self._cache[key] = self._search(spec, bounded)
         return self._cache[key]
 
-    def _search(self, spec: ProductSpec) -> _Found:
+    def _search(self, spec: ProductSpec, bounded: bool) -> _Found:
         # Cover candidates of any sub-window intersect the window: ask for those, decide the
         # exact (inclusive) cover on the client.
         kind: WindowKind = policy_window_kind(spec.policy)
+        around = timedelta(0)
         if kind == "cover":
             kind = "intersect"
+        elif bounded and spec.policy in CLOSEST_EDGE:
+            kind, around = "intersect", LOOKAROUND
         start = min(w.start for w in self.windows) - timedelta(seconds=spec.margin_before_s)
         end = max(w.end for w in self.windows) + timedelta(seconds=spec.margin_after_s)
+        start, end = start - around, end + around
         cql = window_filter(spec.product_type, start, end, kind, spec.platforms)
         request = SearchRequest(
             filter=cql, collections=spec.source_collections, timeout_s=self.timeout_s
@@ -189,8 +206,25 @@ def _by_unit(
     return units
 
 
+def _closest_proven(spec: ProductSpec, window: Window, items: Sequence[pystac.Item]) -> bool:
+    """True when no file outside the look-around can be closer than one found inside it:
+    every unit has a file whose compared edge lies within :data:`LOOKAROUND` of the centre
+    (files not found have both edges farther than that)."""
+    w0 = window.start - timedelta(seconds=spec.margin_before_s)
+    w1 = window.end + timedelta(seconds=spec.margin_after_s)
+    centre = w0 + (w1 - w0) / 2
+    edge = CLOSEST_EDGE[spec.policy]
+    units = _by_unit(spec, items)
+    return bool(units) and all(
+        any(abs(getattr(validity(i), edge) - centre) <= LOOKAROUND for i in group)
+        for group in units.values()
+    )
+
+
 def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> JsonDict:
     found = searcher.candidates(spec)
+    if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found.items):
+        found = searcher.candidates(spec, bounded=False)
     candidates = found.items
     units = _by_unit(spec, candidates) or {_ANY: []}
     selected: list[pystac.Item] = []

@@ -201,3 +201,24 @@ def test_invalid_candidates_are_set_aside_with_their_reason():
     assert [f["id"] for f in product["selected"]["features"]] == ["POE"]
     (invalid,) = product["invalid_candidates"]
     assert invalid["id"] == "BROKEN" and "end_datetime" in invalid["reason"]
+
+
+def _wnd(day_offset: int) -> pystac.Item:
+    v = D + timedelta(days=day_offset, hours=12)
+    return _item(f"WND_{day_offset}", v, v, "AUX_WND")
+
+
+def test_closest_policies_search_around_the_window_and_widen_only_when_needed():
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    spec = _spec(product_type="AUX_WND", policy="ClosestStartValidity")
+    dense = CountingSource([_wnd(d) for d in range(-60, 60)])
+    (doc,) = plan_windows([spec], [window], {"auxip": dense}).values()
+    (product,) = doc["products"]
+    assert [f["id"] for f in product["selected"]["features"]] == ["WND_0"]
+    assert len(dense.requests) == 1  # the look-around proved the nearest
+    assert product["n_candidates"] < 20  # not the whole history
+    sparse = CountingSource([_wnd(-30), _wnd(45)])
+    (doc,) = plan_windows([spec], [window], {"auxip": sparse}).values()
+    (product,) = doc["products"]
+    assert [f["id"] for f in product["selected"]["features"]] == ["WND_-30"]
+    assert len(sparse.requests) == 2  # nothing within the look-around: searched without bound
