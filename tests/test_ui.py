@@ -1,0 +1,456 @@
+"""The code location in the real Dagster webserver + daemon, driven through GraphQL only.
+
+One module-scoped pair of servers on a file source we control (a FeatureCollection of sample
+AUX_POEORB and AUX_WND items): the location loads, a 7-day asset backfill runs as one range run
+(``BackfillPolicy.multi_run(10)``), the sensor requests the days of a newly published orbit, and
+Chromium renders the asset graph (screenshot saved to ``docs/asset-graph.png``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.servers_required import free_port, unavailable
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+LOCATION = "aux_assets.definitions"
+REPOSITORY = "__repository__"
+ASSET_KEYS = ("aux_search_results", "aux_staged_items", "aux_catalog_items")
+DAYS = [(date(2026, 1, 1) + timedelta(days=n)).isoformat() for n in range(7)]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = REPO / "docs" / "asset-graph.png"
+# Sample items copied to the file source: every day of DAYS needs its POEORB and WND.
+COPIED_TYPES = {"AUX_POEORB", "AUX_WND"}
+COPY_FROM, COPY_TO = datetime(2025, 12, 30, tzinfo=UTC), datetime(2026, 1, 10, tzinfo=UTC)
+REPUBLISHED = "S1A_OPER_AUX_POEORB_OPOD_20260124T070359_V20260103T225942_20260105T005942"
+PRODUCTS = """\
+products:
+  - product_type: AUX_POEORB
+    source: auxip
+    collection: s1-aux
+    policy: LatestValCover
+    platforms: [sentinel-1a]
+    mandatory: true
+  - product_type: AUX_WND
+    source: auxip
+    collection: s1-aux
+    policy: ClosestStartValidity
+    mandatory: true
+"""
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+"""
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _utc(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _absolute_hrefs(item: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The item with its relative asset hrefs made absolute ``file://`` URIs."""
+    for asset in item.get("assets", {}).values():
+        if "://" not in asset["href"]:
+            asset["href"] = (folder / asset["href"]).resolve().as_uri()
+    return item
+
+
+def write_source(sample: Path, target: Path) -> list[dict[str, Any]]:
+    """A FeatureCollection of the sample's POEORB/WND items around DAYS; returns its features."""
+    features = []
+    for path in sorted(sample.glob("*/*.json")):
+        item = json.loads(path.read_text(encoding="utf-8"))
+        props = item.get("properties", {})
+        if props.get("product:type") not in COPIED_TYPES:
+            continue
+        start = _time(props.get("start_datetime") or props["datetime"])
+        end = _time(props.get("end_datetime") or props["datetime"])
+        if end >= COPY_FROM and start <= COPY_TO:
+            features.append(_absolute_hrefs(item, path.parent))
+    target.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return features
+
+
+@dataclass
+class Servers:
+    """The running webserver (GraphQL at ``url``) and its environment."""
+
+    port: int
+    source: Path
+    features: list[dict[str, Any]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def gql(self, query: str, timeout: float = 60, **variables: Any) -> dict[str, Any]:
+        """POST one GraphQL query; its ``data`` (GraphQL errors fail the test)."""
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(
+            f"{self.url}/graphql", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            doc = json.loads(response.read())
+        assert not doc.get("errors"), doc["errors"]
+        return doc["data"]
+
+
+DAEMONS = """
+{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }
+"""
+LOCATIONS = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the process group, then kill it after 20 s."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _ready(servers: Servers, daemons: bool) -> str:
+    """ "" when the location is loaded (and, with ``daemons``, the daemons are healthy)."""
+    entries = servers.gql(LOCATIONS, timeout=10)["workspaceOrError"]["locationEntries"]
+    loaded = [e for e in entries if e["name"] == LOCATION and e["loadStatus"] == "LOADED"]
+    if not loaded:
+        return json.dumps(entries)
+    error = loaded[0]["locationOrLoadError"]
+    assert error["__typename"] == "RepositoryLocation", error
+    if not daemons:
+        return ""
+    health = servers.gql(DAEMONS, timeout=10)["instance"]["daemonHealth"]["allDaemonStatuses"]
+    unhealthy = [d["daemonType"] for d in health if d["required"] and not d["healthy"]]
+    return f"daemons not healthy yet: {unhealthy}" if unhealthy else ""
+
+
+def _wait_ready(
+    servers: Servers, procs: list[subprocess.Popen[bytes]], logs: Path, daemons: bool
+) -> None:
+    deadline = time.monotonic() + 180
+    last = "not started"
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        try:
+            last = _ready(servers, daemons)
+        except (OSError, urllib.error.URLError) as exc:
+            last = str(exc)
+        if not last:
+            return
+        time.sleep(1)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+    pytest.fail(f"the Dagster webserver/daemon did not get ready: {last}\n{tails}")
+
+
+@pytest.fixture(scope="module")
+def servers(shared_sample: Path) -> Iterator[Servers]:
+    """dagster-webserver + dagster-daemon on a temp DAGSTER_HOME and a file auxip source."""
+    binaries = [VENV_BIN / "dagster-webserver", VENV_BIN / "dagster-daemon"]
+    missing = [str(b) for b in binaries if not b.exists()]
+    if missing:
+        unavailable(f"{', '.join(missing)} not installed; run scripts/setup")
+    root = Path(tempfile.mkdtemp(prefix="aux-ui-"))
+    dagster_home, home, work, logs = (root / n for n in ("dagster", "home", "work", "logs"))
+    for folder in (dagster_home, home, work, logs):
+        folder.mkdir()
+    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    source = root / "auxip.json"
+    features = write_source(shared_sample, source)
+    (root / "products.yaml").write_text(PRODUCTS)
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(dagster_home),
+        "AUX_ASSETS_HOME": str(home),
+        "AUX_AUXIP_URL": source.as_uri(),
+        "AUX_PRODUCTS_FILE": str(root / "products.yaml"),
+        "AUX_SENSOR_LOOKBACK_DAYS": "7",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("AUX_PARTITIONS_START", None)
+    port = free_port()
+    commands = {
+        "webserver": [str(binaries[0]), "-h", "127.0.0.1", "-p", str(port), "-m", LOCATION],
+        "daemon": [str(binaries[1]), "run", "-m", LOCATION],
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        started = time.monotonic()
+        result = Servers(port, source, features)
+        # One after the other: both would create the SQLite schema of DAGSTER_HOME at once.
+        for name, command in commands.items():
+            with (logs / f"{name}.log").open("wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        command,
+                        cwd=work,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            _wait_ready(result, procs, logs, daemons=name == "daemon")
+        print(f"\nwebserver + daemon up in {time.monotonic() - started:.1f} s on port {port}")
+        yield result
+    finally:
+        for proc in procs:
+            _stop(proc)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+REPOSITORIES = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name }
+  jobs { name } schedules { name } sensors { name } assetNodes { assetKey { path } } } } } }
+"""
+
+
+def test_code_location_lists_assets_job_schedule_sensor(servers: Servers) -> None:
+    nodes = servers.gql(REPOSITORIES)["repositoriesOrError"]["nodes"]
+    (repo,) = [n for n in nodes if n["location"]["name"] == LOCATION]
+    assert repo["name"] == REPOSITORY
+    assert {"/".join(a["assetKey"]["path"]) for a in repo["assetNodes"]} >= set(ASSET_KEYS)
+    assert "aux_job" in {j["name"] for j in repo["jobs"]}
+    assert "aux_daily_schedule" in {s["name"] for s in repo["schedules"]}
+    assert "aux_new_products_sensor" in {s["name"] for s in repo["sensors"]}
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack }
+  ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }
+"""
+BACKFILL = """
+query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
+  ... on PartitionBackfill { status numPartitions timestamp endTimestamp error { message }
+    runs(limit: 100) { runId status tags { key value } } } } }
+"""
+MATERIALIZATIONS = """
+query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) {
+  ... on Asset { assetMaterializations(partitions: $partitions) { partition runId
+    metadataEntries { label ... on JsonMetadataEntry { jsonString } } } } } }
+"""
+TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+def test_backfill_of_seven_days_runs_as_one_range_run(servers: Servers) -> None:
+    params = {
+        "partitionNames": DAYS,
+        "assetSelection": [{"path": [key]} for key in ASSET_KEYS],
+        "fromFailure": False,
+    }
+    began = time.monotonic()
+    launched = servers.gql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill: dict[str, Any] = {}
+    while time.monotonic() - began < 600:
+        backfill = servers.gql(BACKFILL, id=launched["backfillId"])["partitionBackfillOrError"]
+        if backfill["status"] in TERMINAL:
+            break
+        time.sleep(2)
+    wall = time.monotonic() - began
+    assert backfill.get("status") in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
+    runs = backfill["runs"]
+    print(
+        f"\nbackfill of {len(DAYS)} days x {len(ASSET_KEYS)} assets: {backfill['status']} in "
+        f"{wall:.1f} s, {len(runs)} run(s), {wall / len(DAYS):.2f} s per partition"
+    )
+    assert len(runs) == 1, runs
+    (run,) = runs
+    assert run["status"] == "SUCCESS", run
+    tags = {t["key"]: t["value"] for t in run["tags"]}
+    assert tags.get("dagster/asset_partition_range_start") == DAYS[0], tags
+    assert tags.get("dagster/asset_partition_range_end") == DAYS[-1], tags
+    for key in ASSET_KEYS:
+        asset = servers.gql(MATERIALIZATIONS, key={"path": [key]}, partitions=DAYS)["assetOrError"]
+        events = asset["assetMaterializations"]
+        assert sorted({e["partition"] for e in events}) == DAYS, (key, events)
+        assert {e["runId"] for e in events} == {run["runId"]}
+        if key != "aux_search_results":
+            continue
+        for event in events:
+            meta = {m["label"]: m.get("jsonString") for m in event["metadataEntries"]}
+            window = json.loads(meta["window"])
+            assert window["start"].startswith(event["partition"]), (event["partition"], window)
+
+
+PARTITION_STATS = """
+query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) {
+  ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }
+"""
+ASSET_GRAPH_PAGES = (f"/locations/{LOCATION}/asset-groups/aux", "/asset-groups/aux")
+
+
+def _chromium(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=cwd))
+    command = [
+        str(CHROMIUM),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1000",
+        "--virtual-time-budget=20000",
+        *args,
+    ]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_chromium_renders_the_asset_graph(servers: Servers, tmp_path: Path) -> None:
+    if not CHROMIUM.exists():
+        unavailable("chromium is not installed; run scripts/ui-install")
+    nux = servers.gql("mutation { setNuxSeen }")  # the community pop-up would hide the graph
+    assert nux["setNuxSeen"], nux
+    page, dom = "", ""
+    for path in ASSET_GRAPH_PAGES:
+        dom = _chromium("--dump-dom", servers.url + path, cwd=tmp_path).stdout
+        if all(key in dom for key in ASSET_KEYS):
+            page = path
+            break
+    assert page, f"no asset graph page shows {ASSET_KEYS}: {dom[-2000:]}"
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+    for key in ASSET_KEYS:
+        stats = servers.gql(PARTITION_STATS, key={"path": [key]})["assetNodeOrError"]
+        done, total = (
+            stats["partitionStats"]["numMaterialized"],
+            stats["partitionStats"]["numPartitions"],
+        )
+        assert done == len(DAYS), (key, stats)
+        # Each node shows "Partitions <n>% filled" and "<total> partitions".
+        filled = {
+            f"{math.floor(100 * done / total)}% filled",
+            f"{round(100 * done / total)}% filled",
+        }
+        assert any(f"Partitions {f}" in text for f in filled), (filled, text[-3000:])
+        assert text.count(f"{total} partitions") >= len(ASSET_KEYS), text[-3000:]
+    shot = tmp_path / "asset-graph.png"
+    done = _chromium(f"--screenshot={shot}", servers.url + page, cwd=tmp_path)
+    assert shot.exists() and shot.stat().st_size > 10_000, done.stderr[-2000:]
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    shutil.copyfile(shot, SCREENSHOT)
+    print(f"\nasset graph {page}: screenshot {SCREENSHOT} ({shot.stat().st_size} bytes)")
+
+
+START_SENSOR = """
+mutation($selector: SensorSelector!) { startSensor(sensorSelector: $selector) { __typename
+  ... on Sensor { sensorState { status } } ... on PythonError { message } } }
+"""
+SENSOR_TICKS = """
+query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) { __typename
+  ... on Sensor { sensorState { status ticks(limit: 20) { id status timestamp runIds runKeys
+    skipReason error { message } } } } } }
+"""
+RUNS = """
+query($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { ... on Runs {
+  results { runId status tags { key value } } } } }
+"""
+
+
+def _republish(item: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """``item`` re-published now: same validity, newer generation, new id."""
+    new = json.loads(json.dumps(item))
+    stamp = now.strftime("%Y%m%dT%H%M%S")
+    parts = new["id"].split("_")
+    parts[5] = stamp  # S1A_OPER_AUX_POEORB_OPOD_<generation>_V<start>_<stop>
+    new["id"] = "_".join(parts)
+    props = new["properties"]
+    props["processing:datetime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    for name in ("published", "created"):
+        props[name] = _utc(now)
+    for name in ("expires", "auxip:eviction_datetime"):
+        if name in props:
+            props[name] = _utc(now + timedelta(days=35))
+    return new
+
+
+def _covered_days(item: dict[str, Any]) -> list[str]:
+    """The days whose [day, day + 1] window meets the item's validity (cover policy, bounds in)."""
+    start = _time(item["properties"]["start_datetime"])
+    end = _time(item["properties"]["end_datetime"])
+    day = start.date() - timedelta(days=1)
+    days = []
+    while datetime.combine(day, datetime.min.time(), UTC) <= end:
+        if datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) >= start:
+            days.append(day.isoformat())
+        day += timedelta(days=1)
+    return days
+
+
+def test_sensor_requests_the_days_of_a_republished_orbit(servers: Servers) -> None:
+    (original,) = [f for f in servers.features if f["id"] == REPUBLISHED]
+    new = _republish(original, datetime.now(UTC))
+    # Added before the sensor starts: its first tick is immediate (the interval is 300 s).
+    features = [*servers.features, new]
+    servers.source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    expected = _covered_days(new)
+    selector = {
+        "repositoryLocationName": LOCATION,
+        "repositoryName": REPOSITORY,
+        "sensorName": "aux_new_products_sensor",
+    }
+    began = time.monotonic()
+    started = servers.gql(START_SENSOR, selector=selector)["startSensor"]
+    assert started["__typename"] == "Sensor", started
+    ticks: list[dict[str, Any]] = []
+    requested: list[dict[str, Any]] = []
+    while time.monotonic() - began < 180:
+        state = servers.gql(SENSOR_TICKS, selector=selector)["sensorOrError"]["sensorState"]
+        ticks = state["ticks"]
+        failed = [t for t in ticks if t["status"] == "FAILURE"]
+        assert not failed, failed
+        requested = [t for t in ticks if t["runIds"]]
+        if requested:
+            break
+        time.sleep(2)
+    assert requested, f"no tick with runs within 180 s: {ticks}"
+    tick = requested[-1]
+    runs = servers.gql(RUNS, ids=tick["runIds"])["runsOrError"]["results"]
+    partitions = sorted(
+        t["value"] for run in runs for t in run["tags"] if t["key"] == "dagster/partition"
+    )
+    print(
+        f"\nsensor: {len(ticks)} tick(s), first with runs after {time.monotonic() - began:.1f} s:"
+        f" {len(tick['runIds'])} run(s) for {partitions} (run keys {tick['runKeys']})"
+    )
+    assert partitions == expected
+    assert len(runs) == len(expected)
