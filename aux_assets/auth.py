@@ -28,13 +28,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from aux_assets.transfer import Auth, StaticAuth, origin_of, redact_url
+from aux_assets.transfer import Auth, StaticAuth, mask_secret, origin_of, redact_url, shorten
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_EXPIRES_IN_S = 300.0
 FAILURE_HOLD_S = 10.0  # a failed token request is re-raised, not retried, for this long
-_MAX_ERROR_CHARS = 300
 
 
 class AuthError(RuntimeError):
@@ -71,8 +70,9 @@ class OAuth2Settings:
     def __repr__(self) -> str:
         return (
             f"OAuth2Settings(token_url={redact_url(self.token_url)!r}, origin={self.origin!r}, "
-            f"client_id={self.client_id!r}, client_secret={_mask(self.client_secret)}, "
-            f"username={self.username!r}, password={_mask(self.password)}, scope={self.scope!r}, "
+            f"client_id={self.client_id!r}, client_secret={mask_secret(self.client_secret)}, "
+            f"username={self.username!r}, password={mask_secret(self.password)}, "
+            f"scope={self.scope!r}, "
             f"extra_origins={self.extra_origins!r}, grant_type={self.grant_type!r})"
         )
 
@@ -264,11 +264,9 @@ class OAuth2Auth:
         for secret in secrets:
             if secret:
                 detail = detail.replace(secret, "***")
-        if len(detail) > _MAX_ERROR_CHARS:
-            detail = detail[:_MAX_ERROR_CHARS] + "…"
         return AuthError(
             f"{grant} grant at token endpoint {redact_url(self._settings.token_url)} "
-            f"failed: {detail}"
+            f"failed: {shorten(detail)}"
         )
 
 
@@ -366,7 +364,3 @@ def _seconds(payload: dict[str, Any], key: str) -> float | None:
             if math.isfinite(seconds) and seconds >= 0:
                 return seconds or None
     raise ValueError(f"malformed {key} in the answer")
-
-
-def _mask(secret: str | None) -> str:
-    return "'***'" if secret else "None"

@@ -33,7 +33,7 @@ from aux_assets.auth import AuthError
 from aux_assets.catalog import CatalogError, new_collection
 from aux_assets.filters import ids_filter
 from aux_assets.names import check_collection_id, check_item_id
-from aux_assets.transfer import Auth, redact_url
+from aux_assets.transfer import Auth, redact_url, shorten
 
 JsonDict = dict[str, Any]
 
@@ -44,7 +44,6 @@ GLOBAL_GEOMETRY: JsonDict = {
         [[-180.0, -90.0], [180.0, -90.0], [180.0, 90.0], [-180.0, 90.0], [-180.0, -90.0]]
     ],
 }
-_MESSAGE_CHARS = 300
 _NO_ROUTE = frozenset({404, 405, 501})  # what a server without bulk_items answers
 _RETRIED = (httpx.NetworkError, httpx.RemoteProtocolError)  # e.g. a dropped keep-alive
 
@@ -156,7 +155,7 @@ class StacApiCatalog:
             details = "; ".join(f"{i}: {m}" for i, m in list(refused.items())[:5])
             raise CatalogError(
                 f"{self.describe()}: the server refused {len(refused)} item(s) of collection "
-                f"{collection_id!r}, the others are stored: {_shorten(details)}",
+                f"{collection_id!r}, the others are stored: {shorten(details)}",
                 frozenset(refused),
             )
 
@@ -290,7 +289,7 @@ class StacApiCatalog:
         except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
             raise CatalogError(
                 f"{self.describe()}: {op}: item {feature['id']!r} is not a valid STAC item: "
-                f"{_shorten(str(exc))}"
+                f"{shorten(str(exc))}"
             ) from None
 
     def _scrub(self, text: str) -> str:
@@ -331,15 +330,10 @@ def _server_message(response: httpx.Response) -> str:
     try:
         doc = response.json()
     except ValueError:
-        return _shorten(response.text) or "(empty body)"
+        return shorten(response.text) or "(empty body)"
     if isinstance(doc, dict):
         for key in ("description", "detail", "message"):
             if doc.get(key):
                 value = doc[key]
-                return _shorten(value if isinstance(value, str) else json.dumps(value))
-    return _shorten(json.dumps(doc))
-
-
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
+                return shorten(value if isinstance(value, str) else json.dumps(value))
+    return shorten(json.dumps(doc))

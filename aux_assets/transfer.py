@@ -108,8 +108,8 @@ class StaticAuth:
 
     def __repr__(self) -> str:
         return (
-            f"StaticAuth(origin={self.origin!r}, api_key={_mask(self.api_key)}, "
-            f"token={_mask(self.token)})"
+            f"StaticAuth(origin={self.origin!r}, api_key={mask_secret(self.api_key)}, "
+            f"token={mask_secret(self.token)})"
         )
 
 
@@ -524,8 +524,18 @@ def _describe(exc: Exception, written: int) -> str:
     return f"{type(exc).__name__}{detail} (after {written} bytes)"
 
 
-def _mask(secret: str | None) -> str:
+def mask_secret(secret: str | None) -> str:
+    """How a secret field shows in a ``repr``: ``'***'`` when set."""
     return "'***'" if secret else "None"
+
+
+MESSAGE_CHARS = 300
+
+
+def shorten(text: str) -> str:
+    """``text`` on one line, at most :data:`MESSAGE_CHARS` characters (for error messages)."""
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
 
 
 def _int_or_none(value: str | None) -> int | None:
