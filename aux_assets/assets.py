@@ -13,6 +13,7 @@ from aux_assets.filters import FilterError, parse_filter
 from aux_assets.names import UnsafeNameError, check_collection_id, check_safe_name
 from aux_assets.partitions import daily_partitions
 from aux_assets.planning import Window, feature_collection, plan_raw, plan_windows
+from aux_assets.pools import DagsterPoolGate
 from aux_assets.products import ProductsFileError
 from aux_assets.report import summary_rows
 from aux_assets.resources import SourceResource
@@ -267,6 +268,14 @@ def _stage_tasks(
     return tasks
 
 
+def _priority(tags: Mapping[str, str]) -> int:
+    """The run's ``dagster/priority`` (0 when unset or not a number)."""
+    try:
+        return int(tags.get("dagster/priority", "0"))
+    except ValueError:
+        return 0
+
+
 @aux_asset(
     {"catalog", "storage", *SOURCE_KEYS},
     checks.ALL_STAGED_VERIFIED,
@@ -277,14 +286,22 @@ def aux_staged_items(
 ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
     """The picked items staged: bytes stored and verified, item registered in the catalog;
     per item: staged, already present, or failed with its reason. Items found in our own
-    catalog (source ``catalog``) are not staged again."""
+    catalog (source ``catalog``) are not staged again. Transfers from a source wait for a slot
+    of its pool ``aux_source_<name>`` (:mod:`aux_assets.pools`)."""
     limits = {
         name: getattr(context.resources, resource_key(name)).max_connections for name in SOURCES
     }
     started = time.monotonic()
+    gate = DagsterPoolGate(
+        context.instance,
+        context.run.run_id,
+        context.get_step_execution_context().step.key,
+        priority=_priority(context.run.tags),
+        log=context.log.info,
+    )
     catalog = context.resources.catalog.open()
     try:
-        stager = Stager(catalog, context.resources.storage.open(), limits=limits)
+        stager = Stager(catalog, context.resources.storage.open(), limits=limits, gate=gate)
         tasks = _stage_tasks(context, aux_search_results)
         outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
     finally:
@@ -328,8 +345,11 @@ def _summary_table(documents: Mapping[str, Any]) -> str:
     ]
     for row in summary_rows(documents):
         checksum = f"`{row.checksum}`" if row.checksum else ""
+        item = row.item_id or "(none)"
+        if row.item_url:
+            item = f"[{item}]({row.item_url})"
         lines.append(
-            f"| {row.day} | {row.product_type} | {row.item_id or '(none)'} | {row.policy} | "
+            f"| {row.day} | {row.product_type} | {item} | {row.policy} | "
             f"{row.href} | {row.size if row.size is not None else ''} | {checksum} |"
         )
     return "\n".join(lines)
@@ -369,7 +389,12 @@ def aux_catalog_items(
                 )
             products.append(
                 {k: product[k] for k in ("product_type", "policy", "mandatory", "collection")}
-                | {"items": feature_collection(items)}
+                | {
+                    "items": feature_collection(items),
+                    "item_urls": {
+                        i.id: catalog.item_url(product["collection"], i.id) for i in items
+                    },
+                }
             )
         documents[key] = {
             "partition": key,

@@ -73,6 +73,10 @@ class Catalog(Protocol):
         """Insert or replace ``items`` in the collection, in bulk."""
         ...
 
+    def item_url(self, collection_id: str, item_id: str) -> str:
+        """Where a user opens the item (no credentials in it)."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
@@ -107,6 +111,9 @@ class LocalCatalog:
     def _item_path(self, collection_id: str, item_id: str) -> Path:
         check_item_id(item_id)
         return self.root / check_collection_id(collection_id) / item_id / f"{item_id}.json"
+
+    def item_url(self, collection_id: str, item_id: str) -> str:
+        return self._item_path(collection_id, item_id).as_uri()
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -23,6 +23,7 @@ class Row(NamedTuple):
     href: str
     size: int | None
     checksum: str
+    item_url: str = ""
 
 
 def summary_rows(documents: Mapping[str, Any]) -> Iterator[Row]:
@@ -31,6 +32,7 @@ def summary_rows(documents: Mapping[str, Any]) -> Iterator[Row]:
         for product in doc["products"]:
             ptype, policy = product["product_type"], str(product["policy"])
             features = product["items"]["features"]
+            urls = product.get("item_urls", {})
             if not features:
                 yield Row(day, ptype, policy, None, "", None, "")
             for feature in features:
@@ -43,6 +45,7 @@ def summary_rows(documents: Mapping[str, Any]) -> Iterator[Row]:
                         asset["href"],
                         asset.get("file:size"),
                         asset.get("file:checksum", ""),
+                        urls.get(feature["id"], ""),
                     )
 
 

@@ -7,8 +7,9 @@ published after the cursor (the last ``published`` seen per source; first tick: 
 parallel, each bounded in time, so a tick stays within Dagster's 60 s limit; a source that fails
 is logged and keeps its cursor, the others go on.
 
-``minimum_interval_seconds=300``: aux files arrive a few times an hour at most (orbits, meteo),
-so five minutes of latency costs nothing and keeps the load on the providers' APIs low.
+The interval is ``AUX_SENSOR_INTERVAL_SECONDS`` (read at definitions load, default 300): aux files
+arrive a few times an hour at most (orbits, meteo), so five minutes of latency costs nothing and
+keeps the load on the providers' APIs low.
 """
 
 from __future__ import annotations
@@ -33,16 +34,29 @@ from aux_assets.sources import resource_key
 
 LOOKBACK_ENV = "AUX_SENSOR_LOOKBACK_DAYS"
 DEFAULT_LOOKBACK_DAYS = 7
+INTERVAL_ENV = "AUX_SENSOR_INTERVAL_SECONDS"
+DEFAULT_INTERVAL_S = 300
 MAX_ITEMS_PER_SOURCE = 10_000
 SEARCH_TIMEOUT_S = 25.0  # between pages; a page itself is bounded by the source's HTTP timeout
 
 
+def _positive(env: Mapping[str, str] | None, name: str, default: int, unit: str) -> int:
+    text = (os.environ if env is None else env).get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
+        )
+    return int(text)
+
+
 def lookback_days(env: Mapping[str, str] | None = None) -> int:
     """``AUX_SENSOR_LOOKBACK_DAYS`` (default 7), a positive whole number."""
-    text = (os.environ if env is None else env).get(LOOKBACK_ENV) or str(DEFAULT_LOOKBACK_DAYS)
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{LOOKBACK_ENV}={text!r} must be a positive whole number of days")
-    return int(text)
+    return _positive(env, LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS, "days")
+
+
+def interval_seconds(env: Mapping[str, str] | None = None) -> int:
+    """``AUX_SENSOR_INTERVAL_SECONDS`` (default 300): the least time between two ticks."""
+    return _positive(env, INTERVAL_ENV, DEFAULT_INTERVAL_S, "seconds")
 
 
 @dataclass(frozen=True)
@@ -84,7 +98,7 @@ def _quiet(sources: Sequence[str], cursor: Cursor) -> str:
 @dg.sensor(
     name="aux_new_products_sensor",
     target=[aux_search_results, aux_staged_items, aux_catalog_items],
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=interval_seconds(),
     required_resource_keys={"products", *SOURCE_KEYS},
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(

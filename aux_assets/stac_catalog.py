@@ -24,7 +24,7 @@ import json
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, urljoin
 
 import httpx
 import pystac
@@ -77,6 +77,12 @@ class StacApiCatalog:
 
     def close(self) -> None:
         self._client.close()
+
+    def item_url(self, collection_id: str, item_id: str) -> str:
+        return (
+            f"{redact_url(self.url)}/collections/{quote(collection_id, safe='')}"
+            f"/items/{quote(item_id, safe='')}"
+        )
 
     def __enter__(self) -> StacApiCatalog:
         return self

@@ -36,6 +36,7 @@ from aux_assets.archives import (
 )
 from aux_assets.catalog import Catalog
 from aux_assets.checksums import Checksum, ChecksumError
+from aux_assets.gates import OpenGate, SourceGate, admitted
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id, check_safe_name
 from aux_assets.storage import Storage
 from aux_assets.transfer import (
@@ -50,6 +51,7 @@ from aux_assets.transfer import (
 Status = Literal["staged", "present", "failed"]
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+DEFAULT_CONNECTIONS = 8  # per source, when ``limits`` does not name it
 
 
 @dataclass(frozen=True)
@@ -182,10 +184,12 @@ class Stager:
         limits: Mapping[str, int] | None = None,
         retry: RetryPolicy | None = None,
         archive_limits: Limits | None = None,
+        gate: SourceGate | None = None,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.limits = dict(limits or {})
+        self.gate = gate or OpenGate()
         self.retry = retry or RetryPolicy()
         self.archive_limits = archive_limits or Limits()
 
@@ -336,10 +340,28 @@ class Stager:
                     auth=plan.task.auth,
                     expected_media_type=asset.media_type,
                 )
-        flat = [req for plan in plans for req in plan.requests.values()]
-        async with TransferEngine(limits=self.limits, retry=self.retry) as engine:
-            results = iter(await engine.fetch_all(flat))
-        return [{key: next(results) for key in plan.requests} for plan in plans]
+        by_source: dict[str, list[TransferRequest]] = {}
+        for plan in plans:
+            by_source.setdefault(plan.task.source, []).extend(plan.requests.values())
+        async with asyncio.TaskGroup() as group:
+            fetches = [group.create_task(self._fetch_source(s, r)) for s, r in by_source.items()]
+        done: dict[int, TransferResult | TransferError] = {}
+        for fetch in fetches:
+            done.update(fetch.result())
+        return [{key: done[id(req)] for key, req in plan.requests.items()} for plan in plans]
+
+    async def _fetch_source(
+        self, source: str, requests: list[TransferRequest]
+    ) -> dict[int, TransferResult | TransferError]:
+        """Transfer one source's files once the gate admits this run to the source."""
+        wanted = self.limits.get(source, DEFAULT_CONNECTIONS)
+        async with admitted(self.gate, source, wanted) as granted:
+            engine = TransferEngine(limits={source: granted}, retry=self.retry)
+            try:
+                results = await engine.fetch_all(requests)
+            finally:
+                await engine.aclose()
+        return {id(req): result for req, result in zip(requests, results, strict=True)}
 
     def _finish(
         self, plan: _Planned, transfers: dict[str, TransferResult | TransferError]

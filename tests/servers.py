@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -141,3 +142,29 @@ def stac_api_handler(features: list[dict[str, Any]], page_size: int = 2) -> Hand
         send(h, 500, b'{"code":"Boom","description":"server exploded"}')
 
     return handle
+
+
+class ConnectionMeter:
+    """Wraps a handler: each request is held ``delay_s`` before it is answered; records how many
+    requests were in flight at most, and when each file request started and ended."""
+
+    def __init__(self, handler: Handler, delay_s: float) -> None:
+        self._handler = handler
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+        self.spans: list[tuple[str, float, float]] = []
+
+    def __call__(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+        started = time.monotonic()
+        try:
+            time.sleep(self._delay_s)
+            self._handler(h)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+                self.spans.append((h.path, started, time.monotonic()))

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,6 +98,9 @@ def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
     summary = mat.metadata["summary"].value
     assert "| product type | selected item | policy | storage href | size | checksum |" in summary
     assert "AUX_POEORB" in summary and "ClosestStartValidity" in summary
+    links = re.findall(r"\[([^\]]+)\]\((file://[^)]+)\)", summary)
+    assert links and all(url.endswith(f"/{item}/{item}.json") for item, url in links)
+    assert all(Path(file_path(url) or "").is_file() for _, url in links)
     staged_meta = result.asset_materializations_for_node("aux_staged_items")[0].metadata
     assert staged_meta["n_staged"].value > 0 and staged_meta["bytes_staged"].value > 0
 

@@ -1,9 +1,13 @@
 """The code location as Dagster loads it: job, schedule, declarative automation."""
 
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import dagster as dg
 
+from aux_assets import sensors
 from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
 from aux_assets.definitions import aux_daily_schedule, aux_job, defs
 from aux_assets.io import JsonPartitionIOManager
@@ -61,3 +65,27 @@ def test_staged_and_catalog_assets_follow_the_search(tmp_path, shared_sample):
             for partition in subset.expensively_compute_partition_keys()
         }
         assert ("aux_staged_items", latest) in requested
+
+
+def _load(**env: str) -> subprocess.CompletedProcess[str]:
+    code = (
+        "from aux_assets.definitions import defs; "
+        "print(defs.resolve_sensor_def('aux_new_products_sensor').minimum_interval_seconds)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_sensor_interval_comes_from_the_environment_at_load():
+    assert _load(AUX_SENSOR_INTERVAL_SECONDS="45").stdout.split() == ["45"]
+    assert sensors.interval_seconds({}) == sensors.DEFAULT_INTERVAL_S == 300
+    bad = _load(AUX_SENSOR_INTERVAL_SECONDS="0")
+    assert bad.returncode != 0
+    assert (
+        "AUX_SENSOR_INTERVAL_SECONDS='0' must be a positive whole number of seconds" in bad.stderr
+    )

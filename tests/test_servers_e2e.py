@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import obstore
 import pystac
 import pytest
@@ -142,6 +143,14 @@ def test_day_into_pgstac_and_s3_then_rerun_moves_nothing(env, auxip, pgstac_api)
             expected = Checksum.parse(asset.extra_fields["file:checksum"])
             assert hashlib.new(expected.algorithm, data).hexdigest() == expected.hexdigest
             assert asset.extra_fields["alternate"]["source"]["href"].startswith(auxip["url"])
+    catalog_doc = json.loads(
+        (Path(env["AUX_ASSETS_HOME"]) / "io" / "aux_catalog_items" / f"{DAY}.json").read_text()
+    )
+    urls = {k: v for p in catalog_doc["products"] for k, v in p["item_urls"].items()}
+    assert sorted(urls) == sorted(staged)
+    for item_id, url in urls.items():  # each link opens the registered item
+        assert url == f"{pgstac_api.url.rstrip('/')}/collections/{env['target']}/items/{item_id}"
+        assert httpx.get(url, timeout=30).json()["id"] == item_id
     cal = [i for i in registered if i.properties["product:type"] == "AUX_CAL"]
     assert cal and all(".SAFE/" in a.href for i in cal for a in i.assets.values())  # unpacked
 

@@ -61,7 +61,10 @@ telemetry:
 concurrency:
   runs:
     max_concurrent_runs: 4
+  pools:
+    default_limit: 1
 """
+SENSOR_INTERVAL_S = 30
 
 
 def _time(text: str) -> datetime:
@@ -200,6 +203,7 @@ def servers(shared_sample: Path) -> Iterator[Servers]:
         "AUX_AUXIP_URL": source.as_uri(),
         "AUX_PRODUCTS_FILE": str(root / "products.yaml"),
         "AUX_SENSOR_LOOKBACK_DAYS": "7",
+        "AUX_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_S),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     env.pop("AUX_PARTITIONS_START", None)
@@ -265,6 +269,10 @@ query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $ke
   ... on Asset { assetMaterializations(partitions: $partitions) { partition runId
     metadataEntries { label ... on JsonMetadataEntry { jsonString } } } } } }
 """
+POOLS = """
+query { instance { concurrencyLimits { concurrencyKey slotCount usingDefaultLimit
+  activeSlotCount pendingStepCount } } }
+"""
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -307,6 +315,10 @@ def test_backfill_of_seven_days_runs_as_one_range_run(servers: Servers) -> None:
             meta = {m["label"]: m.get("jsonString") for m in event["metadataEntries"]}
             window = json.loads(meta["window"])
             assert window["start"].startswith(event["partition"]), (event["partition"], window)
+    pools = servers.gql(POOLS)["instance"]["concurrencyLimits"]
+    (auxip,) = [p for p in pools if p["concurrencyKey"] == "aux_source_auxip"]
+    assert auxip["slotCount"] == 1 and auxip["usingDefaultLimit"], auxip  # from dagster.yaml
+    assert auxip["activeSlotCount"] == 0 and auxip["pendingStepCount"] == 0  # given back
 
 
 PARTITION_STATS = """
@@ -416,13 +428,16 @@ def _covered_days(item: dict[str, Any]) -> list[str]:
     return days
 
 
+def _ticks(servers: Servers, selector: dict[str, str]) -> list[dict[str, Any]]:
+    state = servers.gql(SENSOR_TICKS, selector=selector)["sensorOrError"]["sensorState"]
+    ticks: list[dict[str, Any]] = state["ticks"]
+    failed = [t for t in ticks if t["status"] == "FAILURE"]
+    assert not failed, failed
+    return ticks
+
+
 def test_sensor_requests_the_days_of_a_republished_orbit(servers: Servers) -> None:
     (original,) = [f for f in servers.features if f["id"] == REPUBLISHED]
-    new = _republish(original, datetime.now(UTC))
-    # Added before the sensor starts: its first tick is immediate (the interval is 300 s).
-    features = [*servers.features, new]
-    servers.source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
-    expected = _covered_days(new)
     selector = {
         "repositoryLocationName": LOCATION,
         "repositoryName": REPOSITORY,
@@ -432,12 +447,20 @@ def test_sensor_requests_the_days_of_a_republished_orbit(servers: Servers) -> No
     started = servers.gql(START_SENSOR, selector=selector)["startSensor"]
     assert started["__typename"] == "Sensor", started
     ticks: list[dict[str, Any]] = []
+    while not ticks and time.monotonic() - began < 120:
+        time.sleep(1)
+        ticks = _ticks(servers, selector)
+    assert [t["status"] for t in ticks] == ["SKIPPED"], ticks  # nothing new in the look-back
+    assert "no product published since" in ticks[0]["skipReason"], ticks
+    first_tick = time.monotonic()
+
+    new = _republish(original, datetime.now(UTC))
+    features = [*servers.features, new]
+    servers.source.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    expected = _covered_days(new)
     requested: list[dict[str, Any]] = []
-    while time.monotonic() - began < 180:
-        state = servers.gql(SENSOR_TICKS, selector=selector)["sensorOrError"]["sensorState"]
-        ticks = state["ticks"]
-        failed = [t for t in ticks if t["status"] == "FAILURE"]
-        assert not failed, failed
+    while time.monotonic() - first_tick < SENSOR_INTERVAL_S + 120:
+        ticks = _ticks(servers, selector)
         requested = [t for t in ticks if t["runIds"]]
         if requested:
             break
@@ -449,7 +472,8 @@ def test_sensor_requests_the_days_of_a_republished_orbit(servers: Servers) -> No
         t["value"] for run in runs for t in run["tags"] if t["key"] == "dagster/partition"
     )
     print(
-        f"\nsensor: {len(ticks)} tick(s), first with runs after {time.monotonic() - began:.1f} s:"
+        f"\nsensor: {len(ticks)} tick(s), runs {time.monotonic() - first_tick:.1f} s after the "
+        f"first (interval {SENSOR_INTERVAL_S} s):"
         f" {len(tick['runIds'])} run(s) for {partitions} (run keys {tick['runKeys']})"
     )
     assert partitions == expected

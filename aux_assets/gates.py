@@ -1,0 +1,49 @@
+"""Admission to a source across runs: a gate decides when this run may transfer from a source
+and with how many connections, so that parallel runs share the source's connection limit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Protocol
+
+FIRST_POLL_S = 0.2
+MAX_POLL_S = 5.0
+
+
+class SourceGate(Protocol):
+    """Shares each source between the runs of a deployment (e.g. a Dagster pool per source)."""
+
+    def claim(self, source: str, connections: int) -> int | None:
+        """Try to admit this run to ``source``: the connections it may open (1..``connections``),
+        or ``None`` while other runs hold the source (the claim stays queued; call again)."""
+        ...
+
+    def release(self, source: str) -> None:
+        """Give ``source`` back, or withdraw a queued claim; safe to call more than once."""
+        ...
+
+
+class OpenGate:
+    """No sharing: every run may open all of a source's connections."""
+
+    def claim(self, source: str, connections: int) -> int | None:
+        return connections
+
+    def release(self, source: str) -> None:
+        return None
+
+
+@asynccontextmanager
+async def admitted(gate: SourceGate, source: str, connections: int) -> AsyncIterator[int]:
+    """Wait (without blocking the event loop) until ``gate`` admits this run to ``source``;
+    yield the connections to use; release on exit, cancellation and errors included."""
+    delay = FIRST_POLL_S
+    try:
+        while (granted := await asyncio.to_thread(gate.claim, source, connections)) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, MAX_POLL_S)
+        yield max(1, min(granted, connections))
+    finally:
+        await asyncio.shield(asyncio.to_thread(gate.release, source))
