@@ -162,11 +162,20 @@ class LocalCatalog:
             self._ensure_root(collection_id)
 
     def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
+        """The items of ``ids`` that the collection links: the link, written last by
+        :meth:`upsert`, is what registers an item (an item file without it was left by an
+        interrupted upsert, and is upserted again)."""
         self.lookups += 1
+        paths = {item_id: self._item_path(collection_id, item_id) for item_id in dict.fromkeys(ids)}
+        coll_path = self._collection_path(collection_id)
+        if not coll_path.exists():
+            return {}
+        linked = {
+            link["href"] for link in _read_json(coll_path)["links"] if link.get("rel") == "item"
+        }
         found: dict[str, pystac.Item] = {}
-        for item_id in dict.fromkeys(ids):
-            path = self._item_path(collection_id, item_id)
-            if path.exists():
+        for item_id, path in paths.items():
+            if f"./{item_id}/{item_id}.json" in linked and path.exists():
                 found[item_id] = pystac.Item.from_dict(_read_json(path))
         return found
 

@@ -46,6 +46,7 @@ from aux_assets.transfer import (
     TransferError,
     TransferRequest,
     TransferResult,
+    strip_userinfo,
 )
 
 Status = Literal["staged", "present", "failed"]
@@ -185,11 +186,13 @@ class Stager:
         retry: RetryPolicy | None = None,
         archive_limits: Limits | None = None,
         gate: SourceGate | None = None,
+        read_timeout_s: float = 60.0,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.limits = dict(limits or {})
         self.gate = gate or OpenGate()
+        self.read_timeout_s = read_timeout_s  # longest silence of a server mid-transfer
         self.retry = retry or RetryPolicy()
         self.archive_limits = archive_limits or Limits()
 
@@ -319,7 +322,8 @@ class Stager:
         ours = {str(_alternate_source(a).get("href")): a for a in registered}
         for asset in plan.assets.values():
             theirs = _source_checksum(asset)
-            mine = _registered_checksum(ours[asset.href]) if asset.href in ours else None
+            href = strip_userinfo(asset.href)
+            mine = _registered_checksum(ours[href]) if href in ours else None
             if theirs is not None and mine is not None and theirs != mine:
                 return False
         return True
@@ -356,7 +360,9 @@ class Stager:
         """Transfer one source's files once the gate admits this run to the source."""
         wanted = self.limits.get(source, DEFAULT_CONNECTIONS)
         async with admitted(self.gate, source, wanted) as granted:
-            engine = TransferEngine(limits={source: granted}, retry=self.retry)
+            engine = TransferEngine(
+                limits={source: granted}, retry=self.retry, read_timeout=self.read_timeout_s
+            )
             try:
                 results = await engine.fetch_all(requests)
             finally:
@@ -410,7 +416,7 @@ class Stager:
                 assets[r.key].href,
                 int(assets[r.key].extra_fields["file:size"]),
                 str(assets[r.key].extra_fields["file:checksum"]),
-                r.source.href,
+                strip_userinfo(r.source.href),
             )
             for r in ready
         ]
@@ -444,7 +450,8 @@ class Stager:
             checksum = Checksum("sha256", largest.sha256)
             asset = _asset(ready.source, hrefs[largest.path.as_posix()], largest.size, checksum)
             asset.media_type = None
-        alternate: dict[str, Any] = {"href": ready.source.href}
+        # a password in a source href is neither sent (see transfer.py) nor registered
+        alternate: dict[str, Any] = {"href": strip_userinfo(ready.source.href)}
         for name in ("file:size", "file:checksum"):
             if name in ready.source.extra_fields:
                 alternate[name] = ready.source.extra_fields[name]

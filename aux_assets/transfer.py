@@ -460,8 +460,20 @@ class TransferEngine:
             auth_headers = request.auth.headers_for(url) if request.auth else {}
         except Exception as exc:  # e.g. the token endpoint refuses: fail this file, say why
             raise TransferError(request.url, f"could not obtain credentials: {exc}") from None
-        built = self._client.build_request("GET", url, headers={**headers, **auth_headers})
+        # Credentials written into an href (user:password@host) are never sent: httpx would turn
+        # them into a Basic header for whatever host the href names.
+        built = self._client.build_request(
+            "GET", strip_userinfo(url), headers={**headers, **auth_headers}
+        )
         return await self._client.send(built, stream=True)
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` in its authority."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _check_url(request: TransferRequest, url: str, *, remote_only: bool = False) -> str:
