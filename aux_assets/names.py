@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 _FORBIDDEN_ID_CHARS = set(":/\\?#[]@!$&'()*+,;=\"<>|%`^{} ")
+_FORBIDDEN_ID_RE = re.compile("[" + re.escape("".join(sorted(_FORBIDDEN_ID_CHARS))) + "]")
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 _MAX_NAME = 255
 
 
@@ -24,7 +26,7 @@ def check_safe_name(name: object, what: str) -> str:
         raise UnsafeNameError(f"{what} {name[:40]!r}... is longer than {_MAX_NAME} characters")
     if name in {".", ".."} or name.startswith(".."):
         raise UnsafeNameError(f"{what} {name!r} is a relative path component; use a plain name")
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+    if _CONTROL_RE.search(name):
         raise UnsafeNameError(f"{what} {name!r} contains a control character; remove it")
     if "/" in name or "\\" in name:
         raise UnsafeNameError(f"{what} {name!r} contains a path separator; use a plain name")
@@ -38,7 +40,7 @@ def check_item_id(item_id: object) -> str:
     (``: / ? # [ ] @ ! $ & ' ( ) * + , ; =``, quotes, spaces, ...).
     """
     name = check_safe_name(item_id, "item id")
-    bad = sorted({c for c in name if c in _FORBIDDEN_ID_CHARS})
+    bad = sorted(set(_FORBIDDEN_ID_RE.findall(name)))
     if bad:
         raise UnsafeNameError(
             f"item id {name!r} contains {''.join(bad)!r}; ids may only use letters, digits, "

@@ -57,15 +57,19 @@ class StacApiCatalog:
         auth: Auth | None = None,
         timeout_s: float = 30.0,
         batch_size: int = 500,
+        lookup_batch_size: int = 1000,
         bulk: bool | None = None,
     ) -> None:
         """``bulk``: use ``POST .../bulk_items`` (True), never (False), or if offered (None)."""
         if not url.startswith(("http://", "https://")):
             raise CatalogError(f"catalog URL {redact_url(url)!r} must be http(s)")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if batch_size < 1 or lookup_batch_size < 1:
+            raise ValueError(
+                f"batch sizes must be at least 1, got {batch_size} and {lookup_batch_size}"
+            )
         self.url = url.rstrip("/")
         self.batch_size = batch_size
+        self.lookup_batch_size = lookup_batch_size  # at most 1 lookup per 1,000 items
         self.lookups = 0  # batched lookup requests made, for tests and benchmarks
         self._auth = auth
         self._bulk = bulk
@@ -111,7 +115,8 @@ class StacApiCatalog:
         self._ensured.add(collection_id)
 
     def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
-        """The items of ``ids`` in the collection: one ``POST /search`` per ``batch_size`` ids.
+        """The items of ``ids`` in the collection: one ``POST /search`` per ``lookup_batch_size``
+        ids.
 
         Ids go in a CQL2-JSON ``in`` filter (values, never text) with ``limit`` set to the
         chunk size; next links (a server may cap pages) are followed until every id of the
@@ -120,8 +125,8 @@ class StacApiCatalog:
         check_collection_id(collection_id)
         unique = list(dict.fromkeys(check_item_id(item_id) for item_id in ids))
         found: dict[str, pystac.Item] = {}
-        for start in range(0, len(unique), self.batch_size):
-            chunk = unique[start : start + self.batch_size]
+        for start in range(0, len(unique), self.lookup_batch_size):
+            chunk = unique[start : start + self.lookup_batch_size]
             self._lookup(collection_id, chunk, found)
         return found
 

@@ -1,0 +1,200 @@
+"""The measurements that are not a race: peak memory while staging a 2 GiB file, the re-run of
+a staged month, and registering items in pgstac."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.contenders import Setup
+from bench.data import DataSet
+from bench.measure import run_measured
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Extra:
+    """One measured line; ``value`` is what its target is checked against (None: skipped)."""
+
+    name: str
+    text: str
+    value: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _worker(setup: Setup, mode: str, args: list[str], log_name: str) -> Any:
+    cmd = [setup.python, "-m", "bench.worker", mode, *args]
+    return run_measured(cmd, cwd=setup.repo, log_path=setup.logs / log_name)
+
+
+def peak_memory(setup: Setup, huge: DataSet) -> Extra:
+    """Peak RSS of the staging process (dedupe, transfer, verify, store, register) on one
+    2 GiB file, next to the RSS of the same interpreter with the same imports, idle."""
+    idle = _worker(setup, "idle", [], "memory-idle.log")
+    out = Path(tempfile.mkdtemp(prefix="memory-", dir=setup.work))
+    try:
+        items = str(setup.inputs / f"{huge.name}.items.json")
+        args = [items, str(out), "--concurrency", str(setup.concurrency)]
+        m = _worker(setup, "stager", [*args, "--collection", "bench-huge"], "memory-stager.log")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    staged = m.ok and m.report.get("staged") == 1
+    if not staged:
+        return Extra("memory", f"staging the 2 GiB file failed: {m.output[-500:]}")
+    gib = huge.n_bytes / (1 << 30)
+    return Extra(
+        "memory",
+        f"peak RSS while staging one {gib:.0f} GiB file: {m.rss_mib:.0f} MiB "
+        f"(the same process idle after its imports: {idle.rss_mib:.0f} MiB; "
+        f"{m.wall_s:.1f} s, {huge.n_bytes / (1 << 20) / m.wall_s:.0f} MiB/s)",
+        m.rss_mib,
+        {"rss_mib": m.rss_mib, "idle_rss_mib": idle.rss_mib, "wall_s": m.wall_s},
+    )
+
+
+def rerun(setup: Setup, month: DataSet) -> Extra:
+    """Stage the month, then stage it again with a new Stager: bytes moved and catalog lookups
+    of the second run."""
+    out = Path(tempfile.mkdtemp(prefix="rerun-", dir=setup.work))
+    try:
+        items = str(setup.inputs / f"{month.name}.items.json")
+        args = [items, str(out), "--concurrency", str(setup.concurrency), "--rerun"]
+        m = _worker(setup, "stager", args, "rerun.log")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    again = m.report.get("rerun")
+    if not m.ok or not again:
+        return Extra("rerun", f"re-run of the month failed: {m.output[-500:]}")
+    n, lookups, moved = int(again["items"]), int(again["lookups"]), int(again["bytes"])
+    per_1000 = lookups * 1000 / n if n else float(lookups)
+    return Extra(
+        "rerun",
+        f"re-run of a staged month ({n} items, local catalog): {moved} bytes moved, "
+        f"{again['present']} present, {lookups} catalog lookup(s) = {per_1000:.2f} per 1,000 "
+        f"items, {again['seconds']:.2f} s in process (first run {m.report['seconds']:.2f} s)",
+        per_1000 if moved == 0 and again["present"] == n else float("inf"),
+        {
+            "first": {k: v for k, v in m.report.items() if k != "rerun"},
+            "rerun": again,
+            "allowed_lookups": max(1, math.ceil(n / 1000)),
+            "passed": moved == 0 and again["present"] == n and lookups <= math.ceil(n / 1000),
+        },
+    )
+
+
+def dagster_rerun(setup: Setup, month: DataSet) -> Extra:
+    """The same through the three assets: a range run over the month, then again."""
+    out = Path(tempfile.mkdtemp(prefix="dagster-rerun-", dir=setup.work))
+    try:
+        items = str(setup.inputs / f"{month.name}.items.json")
+        args = [items, str(out), "--concurrency", str(setup.concurrency)]
+        m = _worker(setup, "dagster", [*args, "--days", str(month.month_days), "--rerun"], "dr.log")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    again = m.report.get("rerun")
+    if not m.ok or not again:
+        return Extra("dagster-rerun", f"re-run through the assets failed: {m.output[-500:]}")
+    return Extra(
+        "dagster-rerun",
+        f"re-run of the month through the assets ({again['days']} days, {again['items']} "
+        f"selected items): {again['bytes']} bytes staged, {again['files']} staged, "
+        f"{again['lookups']} catalog lookup(s), run {again['seconds']:.1f} s "
+        f"(first run {m.report['seconds']:.1f} s)",
+        detail={"first": {k: v for k, v in m.report.items() if k != "rerun"}, "rerun": again},
+    )
+
+
+@contextlib.contextmanager
+def _pgstac() -> Iterator[Any]:
+    """The tests' pgstac fixture (tests/fixtures/pgstac.py), driven outside pytest; raises
+    ``LookupError`` with its reason when it skips or fails."""
+    import pytest
+
+    from tests.fixtures import pgstac as fixture
+
+    start = contextlib.contextmanager(fixture.pgstac_api.__wrapped__)  # type: ignore[attr-defined]
+    outcomes = (pytest.skip.Exception, pytest.fail.Exception)
+    try:
+        with start() as api:
+            yield api
+    except outcomes as exc:
+        raise LookupError(str(getattr(exc, "msg", exc))) from None
+
+
+def _registration_items(month: DataSet | None, setup: Setup, n: int) -> list[Any]:
+    """``n`` realistic aux items (the month sample's, ids suffixed when it has fewer)."""
+    import pystac
+
+    name = month.name if month is not None else "tiny"
+    docs = json.loads((setup.inputs / f"{name}.items.json").read_text())["features"]
+    items = []
+    for i in range(n):
+        doc = copy.deepcopy(docs[i % len(docs)])
+        if i >= len(docs):
+            doc["id"] = f"{doc['id']}-r{i // len(docs)}"
+        items.append(pystac.Item.from_dict(doc))
+    return items
+
+
+def pgstac_registration(
+    setup: Setup, month: DataSet | None, n: int, repeats: int, log: Log
+) -> list[Extra]:
+    """Register ``n`` items with ``StacApiCatalog.upsert`` (bulk batches) into a new collection,
+    ``repeats`` times; then look all of them up once."""
+    try:
+        from aux_assets.stac_catalog import StacApiCatalog
+    except ImportError as exc:
+        return [Extra("pgstac", f"SKIPPED: cannot import the catalog client: {exc}")]
+    items = _registration_items(month, setup, n)
+    try:
+        started = time.monotonic()
+        with _pgstac() as api:
+            log(f"pgstac started at {api.url} in {time.monotonic() - started:.1f} s")
+            rates, collection = [], ""
+            for r in range(repeats):
+                collection = f"bench-{uuid.uuid4().hex[:8]}"
+                with StacApiCatalog(api.url) as catalog:
+                    catalog.ensure_collection(collection)
+                    began = time.perf_counter()
+                    catalog.upsert(collection, items)
+                    seconds = time.perf_counter() - began
+                rates.append(n / seconds)
+                log(f"  pgstac upsert {r + 1}/{repeats}: {n} items in {seconds:.2f} s")
+            with StacApiCatalog(api.url) as catalog:
+                began = time.perf_counter()
+                found = catalog.get_items(collection, [item.id for item in items])
+                lookup_s, lookups = time.perf_counter() - began, catalog.lookups
+    except LookupError as exc:
+        return [Extra("pgstac", f"SKIPPED: pgstac is not available ({exc})")]
+    rate = statistics.median(rates)
+    batch = StacApiCatalog("http://127.0.0.1").batch_size
+    return [
+        Extra(
+            "pgstac",
+            f"registering {n} items in pgstac (StacApiCatalog.upsert, bulk batches of {batch}): "
+            f"{rate:,.0f} items/s (median of {repeats}; runs: "
+            + ", ".join(f"{x:,.0f}" for x in rates)
+            + ")",
+            rate,
+            {"rates": rates},
+        ),
+        Extra(
+            "pgstac-lookup",
+            f"looking up those {n} ids in pgstac: {len(found)} found, {lookups} lookup(s) = "
+            f"{lookups * 1000 / n:.2f} per 1,000 items, {lookup_s:.2f} s",
+            lookups * 1000 / n,
+            {"lookups": lookups, "seconds": lookup_s, "found": len(found)},
+        ),
+    ]
