@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from tests.fixtures.servers_required import free_port
 
 _PR_SET_PDEATHSIG = 1
 _CONF = """\
@@ -58,19 +58,6 @@ def find_nginx() -> str | None:
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
     )
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1 below 32768 (outside the ephemeral range)."""
-    for _ in range(200):
-        port = random.randint(15000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found between 15000 and 32000")
 
 
 def _die_with_parent() -> None:
