@@ -128,17 +128,15 @@ class ProductsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_products(Path(self.path))
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}={text!r} must be a positive whole number, e.g. {default}")
-    return value
+def positive_int_env(env: Mapping[str, str] | None, name: str, default: int, unit: str) -> int:
+    """The positive whole number in ``env[name]`` (default: the process environment), or
+    ``default`` when unset or empty; otherwise an error that names the variable."""
+    text = (os.environ if env is None else env).get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
+        )
+    return int(text)
 
 
 _CREDENTIAL_FIELDS = (
@@ -203,8 +201,11 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             name=source,
             prefix=prefix,
             url=url,
-            max_connections=_int_env(
-                env, f"{prefix}_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS.get(source, 8)
+            max_connections=positive_int_env(
+                env,
+                f"{prefix}_MAX_CONNECTIONS",
+                DEFAULT_MAX_CONNECTIONS.get(source, 8),
+                "connections",
             ),
             home=home,
             **_credential_fields(env, prefix, url),

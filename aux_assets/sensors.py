@@ -15,7 +15,6 @@ keeps the load on the providers' APIs low.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,7 +27,7 @@ from aux_assets.assets import SOURCE_KEYS, aux_catalog_items, aux_search_results
 from aux_assets.discovery import Batch, Cursor, new_items_request, plan_runs, settled_batch
 from aux_assets.partitions import daily_partitions
 from aux_assets.products import ProductSpec
-from aux_assets.resources import SourceResource
+from aux_assets.resources import SourceResource, positive_int_env
 from aux_assets.search import SearchError, UnconfiguredSource
 from aux_assets.sources import resource_key
 
@@ -40,23 +39,14 @@ MAX_ITEMS_PER_SOURCE = 10_000
 SEARCH_TIMEOUT_S = 25.0  # between pages; a page itself is bounded by the source's HTTP timeout
 
 
-def _positive(env: Mapping[str, str] | None, name: str, default: int, unit: str) -> int:
-    text = (os.environ if env is None else env).get(name) or str(default)
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(
-            f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
-        )
-    return int(text)
-
-
 def lookback_days(env: Mapping[str, str] | None = None) -> int:
     """``AUX_SENSOR_LOOKBACK_DAYS`` (default 7), a positive whole number."""
-    return _positive(env, LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS, "days")
+    return positive_int_env(env, LOOKBACK_ENV, DEFAULT_LOOKBACK_DAYS, "days")
 
 
 def interval_seconds(env: Mapping[str, str] | None = None) -> int:
     """``AUX_SENSOR_INTERVAL_SECONDS`` (default 300): the least time between two ticks."""
-    return _positive(env, INTERVAL_ENV, DEFAULT_INTERVAL_S, "seconds")
+    return positive_int_env(env, INTERVAL_ENV, DEFAULT_INTERVAL_S, "seconds")
 
 
 @dataclass(frozen=True)

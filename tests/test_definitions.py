@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from aux_assets import sensors
 from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
@@ -89,3 +90,27 @@ def test_sensor_interval_comes_from_the_environment_at_load():
     assert (
         "AUX_SENSOR_INTERVAL_SECONDS='0' must be a positive whole number of seconds" in bad.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("read", "name", "text", "unit"),
+    [
+        (sensors.lookback_days, sensors.LOOKBACK_ENV, "-3", "days"),
+        (sensors.interval_seconds, sensors.INTERVAL_ENV, "5m", "seconds"),
+    ],
+)
+def test_bad_sensor_settings_name_the_variable(read, name, text, unit):
+    with pytest.raises(
+        ValueError, match=f"{name}='{text}' must be a positive whole number of {unit}"
+    ):
+        read({name: text})
+    assert read({name: ""}) == read({})  # empty means the default
+
+
+@pytest.mark.parametrize("text", ["0", "eight", "2.5"])
+def test_bad_max_connections_fail_at_load_naming_the_variable(tmp_path, text):
+    env = {"AUX_ASSETS_HOME": str(tmp_path), "AUX_CDSE_MAX_CONNECTIONS": text}
+    with pytest.raises(ValueError, match=f"AUX_CDSE_MAX_CONNECTIONS='{text}' must be a positive"):
+        build_resources(env)
+    assert list(tmp_path.iterdir()) == []  # nothing written before the error
+    assert build_resources({**env, "AUX_CDSE_MAX_CONNECTIONS": "3"})["cdse"].max_connections == 3
