@@ -20,9 +20,11 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
-import httpx
+import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from aux_assets.checksums import Checksum, Hasher, new_hasher
 from aux_assets.urls import file_path
@@ -32,8 +34,14 @@ _REMOTE_SCHEMES = frozenset(_DEFAULT_PORTS)
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_URL_SAFE = "!#$%&'()*+,/:;=?@[]~"  # reserved characters and '%': left as written
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
-_TRANSIENT = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+_TRANSIENT = (
+    aiohttp.ClientConnectionError,  # resets, refused, socket timeouts
+    aiohttp.ClientPayloadError,  # a body cut short
+    aiohttp.ClientResponseError,  # a malformed response
+    TimeoutError,
+)
 
 
 class TransferError(Exception):
@@ -184,44 +192,72 @@ class _Unauthorized(Exception):
 
 
 class _PartFile:
-    """The ``.part`` file being written and the running digest of its bytes."""
+    """The ``.part`` file being written and the running digest of its bytes.
+
+    Every file operation (making the folder, opening, writing, hashing, fsync, closing) runs in
+    a worker thread, so a small file costs the event loop a single thread hop."""
 
     def __init__(self, path: Path, algorithm: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO = path.open("wb")
+        self._path = path
+        self._file: BinaryIO | None = None
+        self._opened = False
         self._algorithm = algorithm
         self._hasher: Hasher = new_hasher(algorithm)
         self.size = 0
+        self._synced = False
 
-    async def write(self, chunk: bytes) -> None:
-        """Append and hash ``chunk`` off the event loop."""
-        await asyncio.to_thread(self._append, chunk)
+    async def write(self, chunks: list[bytes], *, last: bool = False) -> None:
+        """Append and hash ``chunks`` off the event loop (no copy is made on the loop); with
+        ``last``, also fsync and close the file, in the same worker-thread call."""
+        await asyncio.to_thread(self._append, chunks, last)
 
-    def _append(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hasher.update(chunk)
-        self.size += len(chunk)
+    def _append(self, chunks: list[bytes], last: bool = False) -> None:
+        file = self._open()
+        self._synced = False
+        for chunk in chunks:
+            file.write(chunk)
+            self._hasher.update(chunk)
+            self.size += len(chunk)
+        if last:
+            self._sync()
+
+    def _open(self) -> BinaryIO:
+        """The open file: created (empty) the first time, appended to after a ``last`` write."""
+        if self._file is None:
+            if not self._opened:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._path.open("ab" if self._opened else "wb")
+            self._opened = True
+        return self._file
 
     def reset(self) -> None:
         """Start again from zero bytes."""
-        self._file.seek(0)
-        self._file.truncate()
+        file = self._open()
+        file.seek(0)
+        file.truncate()
         self._hasher = new_hasher(self._algorithm)
         self.size = 0
+        self._synced = False
 
     async def sync(self) -> None:
-        """Flush and fsync the bytes written so far."""
-        await asyncio.to_thread(self._sync)
+        """Flush, fsync and close the file (nothing to do after a ``last`` write)."""
+        if not self._synced:
+            await asyncio.to_thread(self._sync)
 
     def _sync(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        file = self._open()
+        file.flush()
+        os.fsync(file.fileno())
+        self.close()
+        self._synced = True
 
     def checksum(self) -> Checksum:
         return Checksum(self._algorithm, self._hasher.hexdigest())
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
@@ -258,8 +294,21 @@ class TransferEngine:
         self._chunk_size = chunk_size
         self._sleep = sleep
         self._pools: dict[str, asyncio.Semaphore] = {}
-        timeout = httpx.Timeout(read_timeout, connect=connect_timeout, pool=None)
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=timeout)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
+        self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                auto_decompress=False,  # the bytes as served: they are what is verified
+                cookie_jar=aiohttp.DummyCookieJar(),
+                read_bufsize=1 << 20,
+            )
+        return self._session
 
     async def __aenter__(self) -> TransferEngine:
         return self
@@ -269,7 +318,8 @@ class TransferEngine:
 
     async def aclose(self) -> None:
         """Close the shared HTTP client."""
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def fetch_all(
         self, requests: Sequence[TransferRequest]
@@ -333,7 +383,7 @@ class TransferEngine:
         assert source_path is not None  # checked by _check_url
         with source_path.open("rb") as source:
             while chunk := await asyncio.to_thread(source.read, self._chunk_size):
-                await part.write(chunk)
+                await part.write([chunk])
 
     async def _download(self, request: TransferRequest, progress: _Progress) -> None:
         refreshed = False
@@ -351,7 +401,7 @@ class TransferEngine:
                 failure = exc
             except _TRANSIENT as exc:
                 failure = _Retry(_describe(exc, progress.part.size))
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            except (aiohttp.ClientError, ValueError) as exc:
                 raise TransferError(request.url, f"request failed: {type(exc).__name__}") from None
             if progress.attempts >= self._retry.attempts:
                 raise TransferError(
@@ -373,27 +423,30 @@ class TransferEngine:
                 headers["If-Range"] = progress.validator
         async with self._open(request, headers) as response:
             end = self._accept(request, response, progress)
-            # Chunks are gathered here, not by httpx, so that the bytes that did arrive before
+            # Chunks are gathered here, not by aiohttp, so that the bytes that did arrive before
             # a cut are written (and a retry resumes after them).
-            buffer = bytearray()
+            pending: list[bytes] = []
+            pending_size = 0
             try:
-                async for chunk in response.aiter_raw():
+                async for chunk, _ in response.content.iter_chunks():  # no join, no copy
                     progress.received += len(chunk)
-                    buffer += chunk
-                    if len(buffer) >= self._chunk_size:
-                        await part.write(bytes(buffer))
-                        buffer.clear()
+                    pending.append(chunk)
+                    pending_size += len(chunk)
+                    if pending_size >= self._chunk_size:
+                        await part.write(pending)
+                        pending, pending_size = [], 0
             finally:
-                if buffer:
-                    await part.write(bytes(buffer))
+                if pending:
+                    done = end is not None and part.size + pending_size >= end
+                    await part.write(pending, last=done)
         if end is not None and part.size < end:
             raise _Retry(f"body truncated at {part.size} of {end} bytes")
 
     def _accept(
-        self, request: TransferRequest, response: httpx.Response, progress: _Progress
+        self, request: TransferRequest, response: aiohttp.ClientResponse, progress: _Progress
     ) -> int | None:
         """Check the status and headers; the size the part file should reach, if known."""
-        status, part = response.status_code, progress.part
+        status, part = response.status, progress.part
         if status == 200:
             if _is_html(response.headers.get("content-type")) and not _is_html(
                 request.expected_media_type
@@ -420,9 +473,9 @@ class TransferEngine:
             raise _Unauthorized
         elif status == 429 or status >= 500:
             delay = _retry_after(response.headers.get("retry-after"), self._retry.max_retry_after_s)
-            raise _Retry(f"HTTP {status} {response.reason_phrase}", delay)
+            raise _Retry(f"HTTP {status} {response.reason}", delay)
         else:
-            raise TransferError(request.url, f"HTTP {status} {response.reason_phrase}")
+            raise TransferError(request.url, f"HTTP {status} {response.reason}")
         if part.size == 0:
             progress.validator = _validator(response.headers)
         expected = request.expected_size
@@ -435,37 +488,62 @@ class TransferEngine:
     @asynccontextmanager
     async def _open(
         self, request: TransferRequest, headers: dict[str, str]
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a GET and follow up to five redirects, with each hop's own auth headers."""
         url = request.url
         response = await self._send(request, url, headers)
         redirects = 0
         while (location := _redirect_location(response)) is not None:
-            await response.aclose()
+            response.release()
             if redirects == _MAX_REDIRECTS:
                 raise TransferError(request.url, f"more than {_MAX_REDIRECTS} redirects")
             redirects += 1
-            url = str(response.url.join(location))
+            url = str(response.url.join(_wire_url(location)))
             _check_url(request, url, remote_only=True)
             response = await self._send(request, url, headers)
         try:
             yield response
         finally:
-            await response.aclose()
+            response.release()
 
     async def _send(
         self, request: TransferRequest, url: str, headers: dict[str, str]
-    ) -> httpx.Response:
+    ) -> aiohttp.ClientResponse:
         try:
             auth_headers = request.auth.headers_for(url) if request.auth else {}
         except Exception as exc:  # e.g. the token endpoint refuses: fail this file, say why
             raise TransferError(request.url, f"could not obtain credentials: {exc}") from None
-        # Credentials written into an href (user:password@host) are never sent: httpx would turn
+        # Credentials written into an href (user:password@host) are never sent: aiohttp would turn
         # them into a Basic header for whatever host the href names.
-        built = self._client.build_request(
-            "GET", strip_userinfo(url), headers={**headers, **auth_headers}
+        wire = _wire_url(strip_userinfo(url))
+        proxy, proxy_auth = self._proxy(wire)
+        return await self._client().get(
+            wire,
+            headers={**headers, **auth_headers},
+            allow_redirects=False,
+            proxy=proxy,
+            proxy_auth=proxy_auth,
         )
-        return await self._client.send(built, stream=True)
+
+    def _proxy(self, url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        """The proxy for ``url``'s origin from ``HTTP(S)_PROXY``/``NO_PROXY``, as httpx used them,
+        looked up once per origin. (aiohttp's ``trust_env`` would also look it up, and read
+        ``~/.netrc``, on every request; a netrc entry would then clash with our own
+        ``Authorization`` header.)"""
+        origin = str(url.origin())
+        if origin not in self._proxies:
+            try:
+                self._proxies[origin] = get_env_proxy_for_url(url)
+            except LookupError:
+                self._proxies[origin] = (None, None)
+        return self._proxies[origin]
+
+
+def _wire_url(url: str) -> URL:
+    """``url`` as sent: characters not allowed in a URL are percent-encoded, and the escapes it
+    already has are kept as they are (a signed query such as S3's ``X-Amz-Credential=..%2F..``
+    must reach the server byte for byte; yarl would otherwise decode it)."""
+    return URL(quote(url, safe=_URL_SAFE), encoded=True)
 
 
 def strip_userinfo(url: str) -> str:
@@ -531,9 +609,18 @@ def _verify(request: TransferRequest, part: _PartFile) -> None:
         )
 
 
+# aiohttp's exception names, in the words the messages used before (and users grep for)
+_KINDS: tuple[tuple[type[Exception], str], ...] = (
+    (aiohttp.ClientConnectorError, "ConnectError"),
+    (aiohttp.ConnectionTimeoutError, "ConnectTimeout"),
+    (aiohttp.SocketTimeoutError, "ReadTimeout"),
+)
+
+
 def _describe(exc: Exception, written: int) -> str:
+    kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), type(exc).__name__)
     detail = f": {exc}" if str(exc) else ""
-    return f"{type(exc).__name__}{detail} (after {written} bytes)"
+    return f"{kind}{detail} (after {written} bytes)"
 
 
 def mask_secret(secret: str | None) -> str:
@@ -558,16 +645,16 @@ def _is_html(media_type: str | None) -> bool:
     return (media_type or "").split(";")[0].strip().lower() in _HTML_TYPES
 
 
-def _validator(headers: httpx.Headers) -> str | None:
+def _validator(headers: Mapping[str, str]) -> str | None:
     """The strong ETag, else Last-Modified: what ``If-Range`` may carry."""
     etag: str | None = headers.get("etag")
     last_modified: str | None = headers.get("last-modified")
     return etag if etag and not etag.startswith("W/") else last_modified
 
 
-def _redirect_location(response: httpx.Response) -> str | None:
+def _redirect_location(response: aiohttp.ClientResponse) -> str | None:
     location: str | None = response.headers.get("location")
-    return location if response.status_code in _REDIRECT_STATUSES else None
+    return location if response.status in _REDIRECT_STATUSES else None
 
 
 def _retry_after(value: str | None, cap: float) -> float | None:

@@ -104,7 +104,7 @@ def machine(setup: Setup, nginx: Nginx) -> dict[str, str]:
     ours = (
         "import importlib.metadata as m, sys; "
         "print(sys.version.split()[0], *(f'{p} {m.version(p)}' for p in "
-        "('httpx', 'httpcore', 'pystac', 'dagster')))"
+        "('aiohttp', 'httpx', 'pystac', 'dagster')))"
     )
     return {
         "cpu": f"{cpu}, {os.cpu_count()} logical CPUs",

@@ -214,6 +214,8 @@ def _kill_at(process: subprocess.Popen[str], root: Path, trigger: str, point: fl
     if alive:
         process.send_signal(signal.SIGKILL)
     process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
     return alive
 
 
@@ -264,6 +266,8 @@ def test_a_kill_between_item_files_and_collection_links_leaves_no_unlinked_item(
     small = day.subset(9)
     process = _start(_spec(tmp_path, small, kill_server, die_before_links=True))
     assert process.wait(timeout=60) == -signal.SIGKILL
+    assert process.stdout is not None
+    process.stdout.close()
     killed = check_catalog(tmp_path / "catalog", tmp_path / "storage", small.expected)
     assert killed.problems == []  # one collection's item files are written, none is linked yet
     assert [c for c, ids in killed.items.items() if ids] == [next(iter(small.ids()))]

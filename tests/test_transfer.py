@@ -103,7 +103,8 @@ class FaultHandler(BaseHTTPRequestHandler):
                 server.active -= 1
 
     def respond(self, hit: int) -> None:
-        _, flag_text, name = self.path.split("/", 2)
+        path = self.path.removeprefix("http://files.invalid")  # as a proxy for that host
+        _, flag_text, name = path.split("/", 2)
         flags = set(flag_text.split("+"))
         first = hit == 1
         if "404" in flags:
@@ -479,6 +480,45 @@ def test_redirect_within_origin_keeps_credentials(servers: Servers, tmp_path: Pa
     fetch(TransferRequest(servers.url("redirect-same"), tmp_path / "a.part", auth=auth))
     (received,) = servers.main.headers_for("/ok/a.bin")
     assert received["x-api-key"] == API_KEY
+
+
+def test_href_escapes_reach_the_server_byte_for_byte(servers: Servers, tmp_path: Path) -> None:
+    # A signed query (S3 presigned URL style) must not be re-encoded or decoded on the way.
+    signed = "a.bin?X-Amz-Credential=AKIA%2F20260101%2Fs3%2Faws4_request&X-Amz-Signature=ab%3D%3D"
+    assert_complete(fetch(TransferRequest(servers.url("ok", signed), tmp_path / "a.part")), signed)
+    assert servers.main.seen[-1][0] == f"/ok/{signed}"
+    # Characters a URL may not hold are percent-encoded, the way a browser sends them.
+    fetch(TransferRequest(servers.url("ok", "S1 file é.bin"), tmp_path / "b.part"))
+    assert servers.main.seen[-1][0] == "/ok/S1%20file%20%C3%A9.bin"
+
+
+def test_proxy_from_the_environment_and_no_proxy(
+    servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", servers.other.base)  # "other" answers as the proxy
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    result = fetch(TransferRequest("http://files.invalid/ok/a.bin", tmp_path / "a.part"))
+    assert_complete(result)
+    assert [path for path, _ in servers.other.seen] == ["http://files.invalid/ok/a.bin"]
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert_complete(fetch(TransferRequest(servers.url("ok"), tmp_path / "b.part")))
+    assert len(servers.other.seen) == 1 and servers.main.hits["/ok/a.bin"] == 1
+
+
+def test_a_netrc_entry_does_not_clash_with_our_credentials(
+    servers: Servers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password other-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    auth = StaticAuth(origin_of(servers.main.base), token=SECRET)
+    assert_complete(fetch(TransferRequest(servers.url("ok"), tmp_path / "a.part", auth=auth)))
+    (sent,) = servers.main.headers_for("/ok/a.bin")
+    assert sent["authorization"] == f"Bearer {SECRET}"
 
 
 def test_redirect_to_file_and_redirect_loops_refused(servers: Servers, tmp_path: Path) -> None:
