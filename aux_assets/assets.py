@@ -157,9 +157,13 @@ def _search_metadata(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _staged_metadata(
-    documents: Mapping[str, Any], outcomes: Mapping[tuple[str, str], ItemOutcome], lookups: int
+    documents: Mapping[str, Any],
+    outcomes: Mapping[tuple[str, str], ItemOutcome],
+    lookups: int,
+    swept: int,
 ) -> dict[str, dict[str, Any]]:
-    """Per day: item outcomes, and the bytes moved for the items it is the first day of."""
+    """Per day: item outcomes, and the bytes moved for the items it is the first day of; the
+    run's catalog lookups and the dead ``.part``/``.work`` leftovers it removed."""
     counted: set[tuple[str, str]] = set()
     per_day: dict[str, dict[str, Any]] = {}
     for key, doc in sorted(documents.items()):
@@ -175,6 +179,7 @@ def _staged_metadata(
             "n_failed": sum(i["status"] == "failed" for i in items),
             "bytes_staged": moved,
             "catalog_lookups": lookups,
+            "leftovers_removed": swept,
         }
     return per_day
 
@@ -306,6 +311,8 @@ def aux_staged_items(
         outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
     finally:
         catalog.close()
+    if stager.swept:
+        context.log.info(f"removed {stager.swept} dead .part/.work leftover(s) of killed runs")
     documents: dict[str, Any] = {}
     for key, doc in aux_search_results.items():
         products = []
@@ -331,7 +338,7 @@ def aux_staged_items(
             context.log.error(f"{outcome.collection}/{outcome.item_id} failed: {outcome.reason}")
     _report(
         context,
-        _staged_metadata(documents, outcomes, catalog.lookups),
+        _staged_metadata(documents, outcomes, catalog.lookups, stager.swept),
         started,
     )
     yield dg.Output(documents)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 FIRST_POLL_S = 0.2
@@ -35,15 +36,27 @@ class OpenGate:
         return None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """A run admitted to a source: the connections it may open, and whether it had to wait
+    (another run held the source meanwhile and may have staged the same items)."""
+
+    connections: int
+    waited: bool
+
+
 @asynccontextmanager
-async def admitted(gate: SourceGate, source: str, connections: int) -> AsyncIterator[int]:
+async def admitted(gate: SourceGate, source: str, connections: int) -> AsyncIterator[Admission]:
     """Wait (without blocking the event loop) until ``gate`` admits this run to ``source``;
-    yield the connections to use; release on exit, cancellation and errors included."""
+    yield the admission (1..``connections`` connections; ``waited`` if a claim was refused);
+    release on exit, cancellation and errors included."""
     delay = FIRST_POLL_S
+    waited = False
     try:
         while (granted := await asyncio.to_thread(gate.claim, source, connections)) is None:
+            waited = True
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, MAX_POLL_S)
-        yield max(1, min(granted, connections))
+        yield Admission(max(1, min(granted, connections)), waited)
     finally:
         await asyncio.shield(asyncio.to_thread(gate.release, source))

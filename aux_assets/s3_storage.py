@@ -16,8 +16,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
-import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -25,7 +24,13 @@ from urllib.parse import urlparse
 import obstore
 from obstore.store import S3Store
 
-from aux_assets.storage import StorageError, check_key
+from aux_assets.storage import (
+    LEFTOVER_MAX_AGE_S,
+    StorageError,
+    check_key,
+    spool_name,
+    sweep_leftovers,
+)
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
@@ -106,16 +111,21 @@ class S3Storage:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _spool_path(self, key: str, suffix: str) -> Path:
+    def _spool_path(self, key: str, kind: str) -> Path:
         name = check_key(key)[-1]
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        return self.spool_dir / f".{name}.{uuid.uuid4().hex[:12]}{suffix}"
+        return self.spool_dir / spool_name(name, kind)
 
     def part_path(self, key: str) -> Path:
-        return self._spool_path(key, ".part")
+        return self._spool_path(key, "part")
 
     def scratch_dir(self, key: str) -> Path:
-        return self._spool_path(key, ".work")
+        return self._spool_path(key, "work")
+
+    def sweep(self, keys: Iterable[str], max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
+        """Sweep the spool folder, where the parts of every key go (the bucket never holds a
+        partial object: see the module docstring)."""
+        return sweep_leftovers(self.spool_dir, max_age_s)
 
     def _describe(self, exc: Exception) -> str:
         """A one-line reason for an obstore error, without credentials."""

@@ -9,7 +9,11 @@ Invariants (architecture.md, section 7):
 - ids and asset keys become paths only after validation; ``file://`` hrefs are read only
   from local sources;
 - every failure is reported per item; what succeeded is kept; a re-run stages only what is
-  missing. Two runs of the same items use distinct ``.part`` files and idempotent upserts.
+  missing. Two runs of the same items use distinct ``.part`` files and idempotent upserts;
+  a run holds a source (its gate) until the items it fetched from it are registered, and a
+  run that had to wait for the source looks the catalog up again before transferring;
+- dead ``.part`` files and ``.work`` folders of killed runs are swept from the folders of the
+  items being staged (:func:`aux_assets.storage.sweep_leftovers`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -38,7 +44,7 @@ from aux_assets.catalog import Catalog
 from aux_assets.checksums import Checksum, ChecksumError
 from aux_assets.gates import OpenGate, SourceGate, admitted
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id, check_safe_name
-from aux_assets.storage import Storage
+from aux_assets.storage import LEFTOVER_MAX_AGE_S, Storage
 from aux_assets.transfer import (
     Auth,
     RetryPolicy,
@@ -53,6 +59,8 @@ Status = Literal["staged", "present", "failed"]
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 DEFAULT_CONNECTIONS = 8  # per source, when ``limits`` does not name it
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -175,7 +183,11 @@ def _registered_checksum(asset: pystac.Asset) -> Checksum | None:
 
 
 class Stager:
-    """Stages items into a catalog and a storage with one transfer engine per call."""
+    """Stages items into a catalog and a storage with one transfer engine per source and call.
+
+    ``swept`` counts the dead leftovers (``.part`` files, ``.work`` folders older than
+    ``leftover_max_age_s``) this stager removed.
+    """
 
     def __init__(
         self,
@@ -187,6 +199,7 @@ class Stager:
         archive_limits: Limits | None = None,
         gate: SourceGate | None = None,
         read_timeout_s: float = 60.0,
+        leftover_max_age_s: float = LEFTOVER_MAX_AGE_S,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
@@ -195,6 +208,9 @@ class Stager:
         self.read_timeout_s = read_timeout_s  # longest silence of a server mid-transfer
         self.retry = retry or RetryPolicy()
         self.archive_limits = archive_limits or Limits()
+        self.leftover_max_age_s = leftover_max_age_s
+        self.swept = 0
+        self._catalog_lock = threading.Lock()  # sources register from threads; clients are sync
 
     def stage(self, tasks: Sequence[StageTask]) -> list[ItemOutcome]:
         """Stage ``tasks`` (duplicates by collection and id are staged once); outcomes follow
@@ -210,22 +226,12 @@ class Stager:
                 outcomes[key] = result
             else:
                 planned.append(result)
+        self.swept += self.storage.sweep(
+            (key for plan in planned for key in plan.keys.values()), self.leftover_max_age_s
+        )
         todo = self._dedupe(planned, outcomes)
-        results = asyncio.run(self._transfer(todo)) if todo else []
-        registered: dict[str, list[tuple[_Planned, pystac.Item, ItemOutcome]]] = {}
-        for plan, transfers in zip(todo, results, strict=True):
-            outcome, item = self._finish(plan, transfers)
-            outcomes[(plan.task.collection, plan.task.item.id)] = outcome
-            if item is not None:
-                registered.setdefault(plan.task.collection, []).append((plan, item, outcome))
-        for collection, entries in registered.items():
-            try:
-                self.catalog.upsert(collection, [item for _, item, _ in entries])
-            except Exception as exc:  # only the items the catalog did not store have failed
-                failed = getattr(exc, "failed_ids", None)
-                for _, item, outcome in entries:
-                    if failed is None or item.id in failed:
-                        outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
+        for outcome in asyncio.run(self._stage_sources(todo)) if todo else []:
+            outcomes[(outcome.collection, outcome.item_id)] = outcome
         return [outcomes[key] for key in unique]
 
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
@@ -295,25 +301,66 @@ class Stager:
                     )
                 continue
             for plan in plans:
-                present = existing.get(plan.task.item.id)
                 try:
-                    same = present is not None and self._same(plan, present)
+                    present = self._present(plan, existing)
                 except Exception as exc:  # e.g. the storage cannot be asked: this item says why
                     outcomes[(collection, plan.task.item.id)] = self._fail(
                         plan.task, f"checking the stored files failed: {exc}"
                     )
                     continue
-                if present is not None and same:
-                    outcomes[(collection, plan.task.item.id)] = ItemOutcome(
-                        plan.task.item.id,
-                        collection,
-                        plan.task.source,
-                        "present",
-                        assets=[_registered_outcome(k, a) for k, a in present.assets.items()],
-                    )
+                if present is not None:
+                    outcomes[(collection, plan.task.item.id)] = present
                 else:
                     todo.append(plan)
         return todo
+
+    def _present(self, plan: _Planned, existing: Mapping[str, pystac.Item]) -> ItemOutcome | None:
+        """The ``present`` outcome of an item registered with the same files, else ``None``."""
+        present = existing.get(plan.task.item.id)
+        if present is None or not self._same(plan, present):
+            return None
+        return ItemOutcome(
+            plan.task.item.id,
+            plan.task.collection,
+            plan.task.source,
+            "present",
+            assets=[_registered_outcome(k, a) for k, a in present.assets.items()],
+        )
+
+    def _recheck(
+        self, source: str, plans: list[_Planned]
+    ) -> tuple[list[_Planned], list[ItemOutcome]]:
+        """After waiting for ``source``: split ``plans`` into those to transfer and the
+        ``present`` outcomes of items another run registered meanwhile, with one batched lookup
+        per collection. If a lookup fails, its items are transferred (the first lookup passed)."""
+        todo: list[_Planned] = []
+        present: list[ItemOutcome] = []
+        by_collection: dict[str, list[_Planned]] = {}
+        for plan in plans:
+            by_collection.setdefault(plan.task.collection, []).append(plan)
+        for collection, group in by_collection.items():
+            try:
+                with self._catalog_lock:
+                    existing = self.catalog.get_items(collection, [p.task.item.id for p in group])
+                found = [(plan, self._present(plan, existing)) for plan in group]
+            except Exception as exc:  # the type only: a message may quote a URL or a reply
+                _log.warning(
+                    "looking up %d item(s) of %s again in %s after waiting for source %s failed "
+                    "(%s): transferring them",
+                    len(group),
+                    collection,
+                    self.catalog.describe(),
+                    source,
+                    type(exc).__name__,
+                )
+                todo.extend(group)
+                continue
+            for plan, outcome in found:
+                if outcome is None:
+                    todo.append(plan)
+                else:
+                    present.append(outcome)
+        return todo, present
 
     def _same(self, plan: _Planned, present: pystac.Item) -> bool:
         registered = list(present.assets.values())
@@ -328,9 +375,33 @@ class Stager:
                 return False
         return True
 
-    async def _transfer(
-        self, plans: list[_Planned]
+    async def _stage_sources(self, plans: list[_Planned]) -> list[ItemOutcome]:
+        """Stage each source's items concurrently; the outcomes of all of them."""
+        by_source: dict[str, list[_Planned]] = {}
+        for plan in plans:
+            by_source.setdefault(plan.task.source, []).append(plan)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._stage_source(s, p)) for s, p in by_source.items()]
+        return [outcome for task in tasks for outcome in task.result()]
+
+    async def _stage_source(self, source: str, plans: list[_Planned]) -> list[ItemOutcome]:
+        """Once the gate admits this run to ``source``: if it had to wait, drop the items another
+        run registered meanwhile; transfer, commit and register the rest, then release the
+        source, so that a run waiting for it finds them registered."""
+        wanted = self.limits.get(source, DEFAULT_CONNECTIONS)
+        present: list[ItemOutcome] = []
+        async with admitted(self.gate, source, wanted) as admission:
+            if admission.waited:
+                plans, present = await asyncio.to_thread(self._recheck, source, plans)
+            if not plans:
+                return present
+            transfers = await self._fetch(source, plans, admission.connections)
+            return present + await asyncio.to_thread(self._register, plans, transfers)
+
+    async def _fetch(
+        self, source: str, plans: list[_Planned], connections: int
     ) -> list[dict[str, TransferResult | TransferError]]:
+        """Transfer the assets of ``plans`` from ``source`` over ``connections`` connections."""
         for plan in plans:
             for key, asset in plan.assets.items():
                 size = asset.extra_fields.get("file:size")
@@ -344,30 +415,36 @@ class Stager:
                     auth=plan.task.auth,
                     expected_media_type=asset.media_type,
                 )
-        by_source: dict[str, list[TransferRequest]] = {}
-        for plan in plans:
-            by_source.setdefault(plan.task.source, []).extend(plan.requests.values())
-        async with asyncio.TaskGroup() as group:
-            fetches = [group.create_task(self._fetch_source(s, r)) for s, r in by_source.items()]
-        done: dict[int, TransferResult | TransferError] = {}
-        for fetch in fetches:
-            done.update(fetch.result())
-        return [{key: done[id(req)] for key, req in plan.requests.items()} for plan in plans]
+        engine = TransferEngine(
+            limits={source: connections}, retry=self.retry, read_timeout=self.read_timeout_s
+        )
+        try:
+            results = iter(await engine.fetch_all([r for p in plans for r in p.requests.values()]))
+        finally:
+            await engine.aclose()
+        return [{key: next(results) for key in plan.requests} for plan in plans]
 
-    async def _fetch_source(
-        self, source: str, requests: list[TransferRequest]
-    ) -> dict[int, TransferResult | TransferError]:
-        """Transfer one source's files once the gate admits this run to the source."""
-        wanted = self.limits.get(source, DEFAULT_CONNECTIONS)
-        async with admitted(self.gate, source, wanted) as granted:
-            engine = TransferEngine(
-                limits={source: granted}, retry=self.retry, read_timeout=self.read_timeout_s
-            )
+    def _register(
+        self, plans: list[_Planned], transfers: list[dict[str, TransferResult | TransferError]]
+    ) -> list[ItemOutcome]:
+        """Commit each item's files and register the items, one bulk upsert per collection."""
+        outcomes: list[ItemOutcome] = []
+        registered: dict[str, list[tuple[pystac.Item, ItemOutcome]]] = {}
+        for plan, transferred in zip(plans, transfers, strict=True):
+            outcome, item = self._finish(plan, transferred)
+            outcomes.append(outcome)
+            if item is not None:
+                registered.setdefault(plan.task.collection, []).append((item, outcome))
+        for collection, entries in registered.items():
             try:
-                results = await engine.fetch_all(requests)
-            finally:
-                await engine.aclose()
-        return {id(req): result for req, result in zip(requests, results, strict=True)}
+                with self._catalog_lock:
+                    self.catalog.upsert(collection, [item for item, _ in entries])
+            except Exception as exc:  # only the items the catalog did not store have failed
+                failed = getattr(exc, "failed_ids", None)
+                for item, outcome in entries:
+                    if failed is None or item.id in failed:
+                        outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
+        return outcomes
 
     def _finish(
         self, plan: _Planned, transfers: dict[str, TransferResult | TransferError]

@@ -4,13 +4,20 @@ Objects are addressed by keys ``<collection>/<item_id>/<file>``; each key compon
 with :func:`aux_assets.names.check_safe_name` before it touches a path. Bytes are streamed into
 a local ``.part`` file (given by :meth:`Storage.part_path`), verified by the caller, and only
 then committed under their final name.
+
+A killed run leaves its hidden ``.part`` files and ``.work`` folders behind; :func:`sweep_leftovers`
+removes those nobody has written to for a day (a live transfer writes at least every read
+timeout, 60 s by default).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +35,61 @@ def check_key(key: str) -> tuple[str, ...]:
     for part in parts:
         check_safe_name(part, "storage key component")
     return parts
+
+
+LEFTOVER_MAX_AGE_S = 24 * 3600.0
+_LEFTOVER_RE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.(?P<kind>part|work)")
+
+
+def spool_name(name: str, kind: str) -> str:
+    """A fresh hidden name for a ``.part`` file or ``.work`` folder of the file ``name``."""
+    return f".{name}.{uuid.uuid4().hex[:12]}.{kind}"
+
+
+def _touched_since(folder: str, cutoff: float) -> bool:
+    """Whether ``folder`` or anything below it (symlinks not followed) has an mtime >= cutoff."""
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        if os.stat(current, follow_symlinks=False).st_mtime >= cutoff:
+            return True
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                    return True
+    return False
+
+
+def sweep_leftovers(folder: str | Path, max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
+    """Remove the dead leftovers directly in ``folder``: regular files ``.<name>.<12 hex>.part``
+    and folders ``.<name>.<12 hex>.work`` (as :func:`spool_name` makes them) whose newest mtime
+    is older than ``max_age_s``. Symlinks are never followed nor removed, other names never
+    touched, errors skip the entry. Returns how many were removed."""
+    cutoff = time.time() - max_age_s
+    removed = 0
+    try:
+        with os.scandir(folder) as scan:
+            entries = [(e, m["kind"]) for e in scan if (m := _LEFTOVER_RE.fullmatch(e.name))]
+    except OSError:  # no such folder yet, or not readable: nothing to sweep
+        return 0
+    for entry, kind in entries:
+        try:
+            if kind == "part" and entry.is_file(follow_symlinks=False):
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            elif (
+                kind == "work"
+                and entry.is_dir(follow_symlinks=False)
+                and not _touched_since(entry.path, cutoff)
+            ):
+                shutil.rmtree(entry.path)  # removes symlinks inside, never their targets
+                removed += 1
+        except OSError:  # e.g. committed or removed by another run meanwhile
+            continue
+    return removed
 
 
 class Storage(Protocol):
@@ -57,6 +119,11 @@ class Storage(Protocol):
         """Whether the object an href of this storage points at exists."""
         ...
 
+    def sweep(self, keys: Iterable[str], max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
+        """Remove dead local leftovers (:func:`sweep_leftovers`) where the parts of ``keys``
+        go; return how many were removed."""
+        ...
+
 
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -78,12 +145,12 @@ class LocalStorage:
     def part_path(self, key: str) -> Path:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.part")
+        return final.with_name(spool_name(final.name, "part"))
 
     def scratch_dir(self, key: str) -> Path:
         final = self._path(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        return final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.work")
+        return final.with_name(spool_name(final.name, "work"))
 
     def commit(self, part: Path, key: str) -> str:
         final = self._path(key)
@@ -111,3 +178,17 @@ class LocalStorage:
     def exists(self, href: str) -> bool:
         path = file_path(href)
         return path is not None and path.is_file()
+
+    def sweep(self, keys: Iterable[str], max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
+        """Sweep the folders the parts of ``keys`` go to (one ``scandir`` each, not below); a
+        folder reached through a symlink is skipped."""
+        real = {"": True}  # folder under the root -> no symlink on the way to it
+
+        def is_real(folder: str) -> bool:
+            if folder not in real:
+                parent = folder.rpartition("/")[0]
+                real[folder] = is_real(parent) and not os.path.islink(f"{self.root}/{folder}")
+            return real[folder]
+
+        folders = {"/".join(check_key(key)[:-1]) for key in keys}
+        return sum(sweep_leftovers(f"{self.root}/{f}", max_age_s) for f in folders if is_real(f))

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -104,12 +105,24 @@ def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
     staged_meta = result.asset_materializations_for_node("aux_staged_items")[0].metadata
     assert staged_meta["n_staged"].value > 0 and staged_meta["bytes_staged"].value > 0
 
+    assert staged_meta["leftovers_removed"].value == 0
+
+    # what a killed run would have left next to a staged file: a dead part and a live one
+    staged_file = next(p for p in _files(home) if not p.name.startswith("."))
+    dead = staged_file.with_name(f".{staged_file.name}.0123456789ab.part")
+    live = staged_file.with_name(f".{staged_file.name}.ba9876543210.part")
+    dead.write_bytes(b"half")
+    live.write_bytes(b"half")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(dead, (two_days_ago, two_days_ago))
     again = _run(home)
     assert again.success
     meta = again.asset_materializations_for_node("aux_staged_items")[0].metadata
     assert meta["n_staged"].value == 0 and meta["bytes_staged"].value == 0
     assert meta["n_present"].value == staged_meta["n_staged"].value
     assert meta["catalog_lookups"].value == 3  # one batched lookup per target collection
+    assert meta["leftovers_removed"].value == 1
+    assert not dead.exists() and live.exists()
 
 
 def test_selection_policies_show_in_the_search_document(home):

@@ -1,4 +1,7 @@
+import os
 import threading
+import time
+from pathlib import Path
 
 import pystac
 import pytest
@@ -6,8 +9,9 @@ import pytest
 from aux_assets.backends import open_catalog, open_storage
 from aux_assets.catalog import CatalogError, LocalCatalog
 from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id
+from aux_assets.s3_storage import S3Storage
 from aux_assets.stac_catalog import StacApiCatalog
-from aux_assets.storage import LocalStorage, StorageError
+from aux_assets.storage import LocalStorage, StorageError, sweep_leftovers
 from aux_assets.urls import file_path
 
 
@@ -118,3 +122,109 @@ def test_open_storage_and_catalog_urls(tmp_path):
     assert isinstance(open_catalog("http://127.0.0.1:1/stac", tmp_path), StacApiCatalog)
     with pytest.raises(CatalogError, match="use http"):
         open_catalog("ftp://host/cat", tmp_path)
+
+
+DAY = 24 * 3600
+
+
+def _age(path: Path, seconds: float) -> Path:
+    """Set the mtime of ``path`` (and of everything below it) ``seconds`` in the past."""
+    when = time.time() - seconds
+    for p in [path, *(path.rglob("*") if path.is_dir() and not path.is_symlink() else [])]:
+        os.utime(p, (when, when), follow_symlinks=False)
+    return path
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
+
+
+def test_sweep_removes_only_our_dead_leftovers(tmp_path):
+    storage = LocalStorage(tmp_path / "store")
+    key = "s1-aux/ITEM/ITEM.EOF"
+    old_part = storage.part_path(key)
+    old_part.write_bytes(b"half")
+    _age(old_part, DAY + 60)
+    young_part = storage.part_path(key)
+    young_part.write_bytes(b"live")  # a concurrent run writes it now
+    old_work = storage.scratch_dir("s1-aux/ITEM/X.SAFE.zip")
+    (old_work / "X.SAFE").mkdir(parents=True)
+    (old_work / "X.SAFE" / "manifest.safe").write_text("m")
+    _age(old_work, DAY + 60)
+    live_work = storage.scratch_dir("s1-aux/ITEM/Y.SAFE.zip")
+    (live_work / "Y.SAFE").mkdir(parents=True)
+    _age(live_work, DAY + 60)
+    (live_work / "Y.SAFE" / "new.xml").write_text("just extracted")  # newest inside is young
+    folder = tmp_path / "store" / "s1-aux" / "ITEM"
+    kept = {
+        "ITEM.EOF": "a final name",
+        ".ITEM.EOF.part": "no run id",
+        "ITEM.EOF.0123456789ab.part": "not hidden",
+        ".ITEM.EOF.0123456789AB.part": "not our id",
+        ".ITEM.EOF.0123456789ab.part.bak": "another suffix",
+        ".0123456789ab.part": "no name",
+    }
+    for name in kept:
+        (folder / name).write_text(kept[name])
+        _age(folder / name, DAY + 60)
+    assert storage.sweep([key, "s1-aux/ITEM/other.EOF"]) == 2  # one scan of the folder
+    assert not old_part.exists() and not old_work.exists()
+    assert young_part.exists() and live_work.exists()
+    assert all((folder / name).exists() for name in kept)
+
+
+def test_sweep_never_follows_symlinks(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "victim.bin"
+    victim.write_bytes(b"keep me")
+    (outside / "dir").mkdir()
+    (outside / "dir" / "inner.bin").write_bytes(b"keep me too")
+    (outside / "ITEM").mkdir()
+    (outside / "ITEM" / ".X.EOF.0123456789ab.part").write_bytes(b"outside the root")
+    _age(outside, 2 * DAY)
+    before = _tree(outside)
+    storage = LocalStorage(tmp_path / "store")
+    folder = tmp_path / "store" / "s1-aux" / "ITEM"
+    folder.mkdir(parents=True)
+    (folder / ".A.EOF.0123456789ab.part").symlink_to(victim)
+    (folder / ".B.SAFE.zip.0123456789ab.work").symlink_to(outside / "dir")
+    for link in folder.iterdir():
+        _age(link, 2 * DAY)  # the links themselves are old too
+    work = folder / ".C.SAFE.zip.0123456789ab.work"
+    work.mkdir()
+    (work / "link").symlink_to(outside / "dir")  # removed with its folder, target kept
+    _age(work, 2 * DAY)
+    (tmp_path / "store" / "linked").symlink_to(outside)  # a collection folder that points out
+    assert storage.sweep(["s1-aux/ITEM/A.EOF", "linked/ITEM/X.EOF"]) == 1
+    assert not work.exists()
+    assert (folder / ".A.EOF.0123456789ab.part").is_symlink()
+    assert (folder / ".B.SAFE.zip.0123456789ab.work").is_symlink()
+    assert _tree(outside) == before and victim.read_bytes() == b"keep me"
+
+
+def test_sweep_is_harmless_where_there_is_nothing(tmp_path):
+    assert sweep_leftovers(tmp_path / "missing") == 0
+    assert LocalStorage(tmp_path / "store").sweep(["s1-aux/NEW/NEW.EOF"]) == 0
+    assert not (tmp_path / "store").exists()  # the sweep creates nothing
+
+
+def test_s3_storage_sweeps_its_spool_folder(tmp_path):
+    storage = S3Storage(
+        "aux-bucket",
+        endpoint="http://127.0.0.1:1",
+        access_key_id="k",
+        secret_access_key="s",
+        spool_dir=tmp_path / "spool",
+    )
+    dead = storage.part_path("s1-aux/ITEM/ITEM.EOF")
+    dead.write_bytes(b"half")
+    _age(dead, DAY + 60)
+    live = storage.part_path("s2-aux/OTHER/OTHER.EOF")
+    live.write_bytes(b"live")
+    work = storage.scratch_dir("s1-aux/ITEM/X.SAFE.zip")
+    work.mkdir()
+    _age(work, DAY + 60)
+    assert dead.parent == live.parent == tmp_path / "spool"
+    assert storage.sweep([]) == 2
+    assert not dead.exists() and not work.exists() and live.exists()

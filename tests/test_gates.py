@@ -2,17 +2,22 @@
 
 import asyncio
 import hashlib
+import logging
 import threading
+from collections.abc import Sequence
 
 import pystac
 import pytest
 
-from aux_assets.catalog import LocalCatalog
-from aux_assets.gates import admitted
+from aux_assets.catalog import CatalogError, LocalCatalog
+from aux_assets.gates import Admission, admitted
 from aux_assets.staging import Stager, StageTask
 from aux_assets.storage import LocalStorage
 from aux_assets.transfer import RetryPolicy
+from aux_assets.urls import file_path
 from tests.servers import ConnectionMeter, file_handler, serve
+
+FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
 
 
 class TurnGate:
@@ -40,20 +45,21 @@ class TurnGate:
 def test_admitted_waits_for_the_gate_then_releases():
     gate = TurnGate(grant=3, closed_for=2)
 
-    async def go() -> int:
-        async with admitted(gate, "auxip", 8) as granted:
+    async def go(gate: TurnGate) -> Admission:
+        async with admitted(gate, "auxip", 8) as admission:
             assert gate.calls[-1][0] == "claim"
-            return granted
+            return admission
 
-    assert asyncio.run(go()) == 3
+    assert asyncio.run(go(gate)) == Admission(connections=3, waited=True)
     assert [c[0] for c in gate.calls] == ["claim", "claim", "claim", "release"]
+    assert asyncio.run(go(TurnGate(grant=3))) == Admission(connections=3, waited=False)
 
 
 @pytest.mark.parametrize(("grant", "expected"), [(0, 1), (50, 8)])
 def test_admitted_keeps_the_grant_between_one_and_the_source_limit(grant, expected):
     async def go() -> int:
-        async with admitted(TurnGate(grant), "auxip", 8) as granted:
-            return granted
+        async with admitted(TurnGate(grant), "auxip", 8) as admission:
+            return admission.connections
 
     assert asyncio.run(go()) == expected
 
@@ -136,3 +142,115 @@ def test_stager_claims_each_source_and_opens_only_the_granted_connections(tmp_pa
     assert {c[1:] for c in gate.calls if c[0] == "claim"} == {("auxip", 8), ("prip", 4)}
     # two sources at 2 connections each: 4 at most, and the grant was used in full
     assert meter.peak == 4
+
+
+class HeldGate:
+    """Refuses every claim until ``opened`` is set; ``refused`` is set by the first refusal."""
+
+    def __init__(self) -> None:
+        self.refused = threading.Event()
+        self.opened = threading.Event()
+
+    def claim(self, source: str, connections: int) -> int | None:
+        if not self.opened.is_set():
+            self.refused.set()
+            return None
+        return connections
+
+    def release(self, source: str) -> None:
+        return None
+
+
+def _file_paths(log) -> list[str]:
+    return sorted(r["path"] for r in log if r["path"].startswith("/files/"))
+
+
+def test_a_run_that_waited_for_the_source_skips_what_another_run_registered(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    storage = LocalStorage(tmp_path / "storage")
+    waiting_catalog = LocalCatalog(tmp_path / "catalog")
+    gate = HeldGate()
+    waited: list = []
+    with serve(file_handler(src)) as (url, log):
+        tasks = _items(src, url, "auxip", 4)
+        waiting = Stager(waiting_catalog, storage, retry=FAST, gate=gate)
+        thread = threading.Thread(target=lambda: waited.extend(waiting.stage(tasks)))
+        thread.start()
+        assert gate.refused.wait(10)  # looked up (nothing there), now waits for the source
+        other = Stager(LocalCatalog(tmp_path / "catalog"), storage, retry=FAST)
+        first = other.stage(tasks[:3])
+        assert [o.status for o in first] == ["staged"] * 3
+        before = len(log)
+        gate.opened.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert [o.status for o in waited] == ["present"] * 3 + ["staged"]
+    assert [o.bytes_transferred for o in waited[:3]] == [0, 0, 0]
+    assert [[a.href for a in o.assets] for o in waited[:3]] == [
+        [a.href for a in o.assets] for o in first
+    ]
+    assert _file_paths(log[before:]) == ["/files/auxip-3.bin"]  # only what was still missing
+    assert waiting_catalog.lookups == 2  # before waiting, and once after
+    for i, outcome in enumerate(waited):
+        assert (
+            file_path(outcome.assets[0].href).read_bytes() == (src / f"auxip-{i}.bin").read_bytes()
+        )
+
+
+def test_an_admission_without_waiting_makes_one_lookup(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    with serve(file_handler(src)) as (url, log):
+        tasks = _items(src, url, "auxip", 3) + _items(src, url, "prip", 2)
+        catalog = LocalCatalog(tmp_path / "catalog")
+        gate = TurnGate(grant=2)
+        outcomes = Stager(catalog, LocalStorage(tmp_path / "storage"), gate=gate).stage(tasks)
+    assert [o.status for o in outcomes] == ["staged"] * 5
+    assert catalog.lookups == 1  # one collection, one batched lookup, none after admission
+    assert sorted(c[0] for c in gate.calls) == ["claim", "claim", "release", "release"]
+    assert len(_file_paths(log)) == 5
+
+
+def test_a_source_is_released_only_once_its_items_are_registered(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    seen: dict[str, list[str]] = {}
+
+    class WatchingGate(TurnGate):
+        def release(self, source: str) -> None:
+            ids = [f"{source.upper()}_{i}" for i in range(3)]
+            seen[source] = sorted(LocalCatalog(tmp_path / "catalog").get_items("aux", ids))
+            super().release(source)
+
+    with serve(file_handler(src)) as (url, _):
+        tasks = _items(src, url, "auxip", 3) + _items(src, url, "prip", 3)
+        Stager(
+            LocalCatalog(tmp_path / "catalog"),
+            LocalStorage(tmp_path / "storage"),
+            gate=WatchingGate(grant=2),
+        ).stage(tasks)
+    assert seen == {s: [f"{s.upper()}_{i}" for i in range(3)] for s in ("auxip", "prip")}
+
+
+class _FailingSecondLookup(LocalCatalog):
+    def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
+        if self.lookups == 1:
+            self.lookups += 1
+            raise CatalogError("lookup failed at http://user:s3cret@catalog.example/search")
+        return super().get_items(collection_id, ids)
+
+
+def test_a_failed_lookup_after_waiting_falls_back_to_transferring(tmp_path, caplog):
+    src = tmp_path / "src"
+    src.mkdir()
+    catalog = _FailingSecondLookup(tmp_path / "catalog")
+    with serve(file_handler(src)) as (url, log), caplog.at_level(logging.WARNING):
+        tasks = _items(src, url, "auxip", 3)
+        outcomes = Stager(
+            catalog, LocalStorage(tmp_path / "storage"), retry=FAST, gate=TurnGate(1, closed_for=1)
+        ).stage(tasks)
+    assert [o.status for o in outcomes] == ["staged"] * 3
+    assert catalog.lookups == 2 and len(_file_paths(log)) == 3
+    assert "after waiting for source auxip failed (CatalogError)" in caplog.text
+    assert "s3cret" not in caplog.text

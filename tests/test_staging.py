@@ -1,5 +1,7 @@
 import hashlib
 import io
+import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -342,3 +344,47 @@ def test_two_concurrent_runs_of_the_same_items_never_duplicate_or_corrupt(world)
         (asset,) = registered[item.id].assets.values()
         assert file_path(asset.href).read_bytes() == (world["src"] / f"{item.id}.EOF").read_bytes()
     assert not [p for p in _visible_files(world["root"]) if p.name.endswith(".part")]
+
+
+def _leftover(path: Path, age_s: float) -> Path:
+    """A file or unpack folder at ``path`` last written ``age_s`` ago."""
+    if path.name.endswith(".work"):
+        (path / "X.SAFE").mkdir(parents=True)
+        (path / "X.SAFE" / "manifest.safe").write_text("m")
+    else:
+        path.write_bytes(b"half")
+    when = time.time() - age_s
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (when, when))
+    return path
+
+
+def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world):
+    data = b"kept" * 100
+    tasks = [
+        StageTask(
+            _item(i, {f"{i}.EOF": (_publish(world, f"{i}.EOF", data), data)}), "s1-aux", "auxip"
+        )
+        for i in ("DONE", "NEW")
+    ]
+    _stager(world).stage(tasks[:1])
+    storage = world["storage"]
+    day = 24 * 3600
+    dead = [  # what killed runs left, over a day ago, in both item folders
+        _leftover(storage.part_path("s1-aux/DONE/DONE.EOF"), day + 60),
+        _leftover(storage.part_path("s1-aux/NEW/NEW.EOF"), day + 60),
+        _leftover(storage.scratch_dir("s1-aux/NEW/NEW.SAFE.zip"), day + 60),
+    ]
+    live = _leftover(storage.part_path("s1-aux/NEW/NEW.EOF"), 30)  # another run writes it
+    elsewhere = _leftover(storage.part_path("s1-aux/OTHER/OTHER.EOF"), day + 60)
+    stager = _stager(world)
+    outcomes = stager.stage(tasks)
+    assert [o.status for o in outcomes] == ["present", "staged"]
+    assert stager.swept == 3
+    assert not any(p.exists() for p in dead)
+    assert live.exists() and elsewhere.exists()  # young, or not in an item being staged
+    for outcome in outcomes:
+        assert file_path(outcome.assets[0].href).read_bytes() == data  # final files kept
+    again = _stager(world)
+    again.stage(tasks)
+    assert again.swept == 0
