@@ -31,6 +31,7 @@ from aux_assets.filters import JsonDict, WindowKind, window_filter
 from aux_assets.products import ProductSpec
 from aux_assets.search import SearchError, SearchRequest, Source
 from aux_assets.selection import generation_time, policy_window_kind, select, validity
+from aux_assets.urls import strip_userinfo
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,12 @@ class Window:
 
 
 def feature(item: pystac.Item) -> JsonDict:
-    """An item as a GeoJSON Feature dict (hrefs untouched)."""
-    return item.to_dict(include_self_link=False, transform_hrefs=False)
+    """An item as a GeoJSON Feature dict, its hrefs as given but without userinfo: a password
+    written into a source's href is neither sent (see ``transfer``) nor shown in a document."""
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for entry in [*doc.get("assets", {}).values(), *doc.get("links", [])]:
+        entry["href"] = strip_userinfo(entry["href"])
+    return doc
 
 
 def feature_collection(items: Sequence[pystac.Item]) -> JsonDict:

@@ -52,8 +52,8 @@ from aux_assets.transfer import (
     TransferError,
     TransferRequest,
     TransferResult,
-    strip_userinfo,
 )
+from aux_assets.urls import strip_userinfo
 
 Status = Literal["staged", "present", "failed"]
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"

@@ -27,7 +27,7 @@ from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from aux_assets.checksums import Checksum, Hasher, new_hasher
-from aux_assets.urls import file_path
+from aux_assets.urls import file_path, strip_userinfo
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REMOTE_SCHEMES = frozenset(_DEFAULT_PORTS)
@@ -544,14 +544,6 @@ def _wire_url(url: str) -> URL:
     already has are kept as they are (a signed query such as S3's ``X-Amz-Credential=..%2F..``
     must reach the server byte for byte; yarl would otherwise decode it)."""
     return URL(quote(url, safe=_URL_SAFE), encoded=True)
-
-
-def strip_userinfo(url: str) -> str:
-    """``url`` without ``user:password@`` in its authority."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _check_url(request: TransferRequest, url: str, *, remote_only: bool = False) -> str:

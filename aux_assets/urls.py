@@ -1,9 +1,10 @@
-"""Local paths from ``file://`` URLs and plain paths, parsed one way everywhere."""
+"""URLs parsed one way everywhere: local paths from ``file://`` URLs and plain paths, and
+hrefs without their userinfo."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 
 class LocalURLError(ValueError):
@@ -25,3 +26,11 @@ def local_path(value: str) -> Path | None:
     if "://" not in value:
         return Path(value).expanduser().resolve()
     return file_path(value)
+
+
+def strip_userinfo(url: str) -> str:
+    """``url`` without ``user:password@`` in its authority."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

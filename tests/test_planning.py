@@ -4,7 +4,7 @@ from itertools import pairwise
 import pystac
 import pytest
 
-from aux_assets.planning import Window, plan_windows, select_covering
+from aux_assets.planning import Window, feature, plan_windows, select_covering
 from aux_assets.products import ProductSpec
 from aux_assets.search import SearchRequest
 
@@ -222,3 +222,13 @@ def test_closest_policies_search_around_the_window_and_widen_only_when_needed():
     (product,) = doc["products"]
     assert [f["id"] for f in product["selected"]["features"]] == ["WND_-30"]
     assert len(sparse.requests) == 2  # nothing within the look-around: searched without bound
+
+
+def test_documents_never_show_a_password_written_into_an_href():
+    item = pystac.Item("X", None, None, datetime(2026, 1, 5, tzinfo=UTC), {})
+    item.add_asset("a", pystac.Asset("https://alice:pa55word@aux.example/x.zip?sig=%2F1"))
+    item.add_link(pystac.Link("via", "https://bob:s3cret@aux.example/items/X"))
+    doc = feature(item)
+    assert doc["assets"]["a"]["href"] == "https://aux.example/x.zip?sig=%2F1"
+    assert [link["href"] for link in doc["links"]] == ["https://aux.example/items/X"]
+    assert "pa55word" not in str(doc) and "s3cret" not in str(doc)
