@@ -12,16 +12,27 @@ we send satisfies:
 - an item sent to a missing collection is a 500 in pgstac, so :meth:`StacApiCatalog.upsert`
   makes sure the collection exists first.
 
+Every write is idempotent (an upsert, or an insert that becomes a replace on 409), so transient
+failures of any request (HTTP 429, 500, 502, 503, 504, dropped connections, timeouts) are
+retried with jittered exponential backoff, or after ``Retry-After`` (capped). pgstac answers
+500 when concurrent writers into one partition deadlock in ``check_partition`` or race on its
+datetime constraints; a retry succeeds.
+
 Credentials come from ``auth.headers_for(url)`` for each request, so they only reach the
 catalog's own origin, and redirects are not followed. Errors are :class:`CatalogError` naming
-the catalog (redacted URL), the operation, the HTTP status and the server's message.
+the catalog (redacted URL), the operation, the HTTP status, the server's message and how many
+attempts were made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from itertools import islice
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urljoin
@@ -33,7 +44,7 @@ from aux_assets.auth import AuthError
 from aux_assets.catalog import CatalogError, new_collection
 from aux_assets.filters import ids_filter
 from aux_assets.names import check_collection_id, check_item_id
-from aux_assets.transfer import Auth, redact_url, shorten
+from aux_assets.transfer import Auth, RetryPolicy, redact_url, retry_after, shorten
 
 JsonDict = dict[str, Any]
 
@@ -45,7 +56,13 @@ GLOBAL_GEOMETRY: JsonDict = {
     ],
 }
 _NO_ROUTE = frozenset({404, 405, 501})  # what a server without bulk_items answers
-_RETRIED = (httpx.NetworkError, httpx.RemoteProtocolError)  # e.g. a dropped keep-alive
+_RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+_RETRIED_ERRORS = (httpx.NetworkError, httpx.RemoteProtocolError, httpx.TimeoutException)
+CATALOG_RETRY = RetryPolicy(attempts=4, backoff_s=0.5, max_backoff_s=8.0, max_retry_after_s=30.0)
+
+
+class _NoBulkEndpoint(Exception):
+    """The server has no ``bulk_items`` route."""
 
 
 class StacApiCatalog:
@@ -59,16 +76,26 @@ class StacApiCatalog:
         batch_size: int = 500,
         lookup_batch_size: int = 1000,
         bulk: bool | None = None,
+        max_in_flight: int = 2,
+        retry: RetryPolicy = CATALOG_RETRY,
     ) -> None:
-        """``bulk``: use ``POST .../bulk_items`` (True), never (False), or if offered (None)."""
+        """``bulk``: use ``POST .../bulk_items`` (True), never (False), or if offered (None).
+
+        ``max_in_flight``: bulk batches of one :meth:`upsert` sent at once (the server's
+        database can then use more than one core); ``retry``: how transient failures of any
+        request are retried.
+        """
         if not url.startswith(("http://", "https://")):
             raise CatalogError(f"catalog URL {redact_url(url)!r} must be http(s)")
-        if batch_size < 1 or lookup_batch_size < 1:
+        if batch_size < 1 or lookup_batch_size < 1 or max_in_flight < 1:
             raise ValueError(
-                f"batch sizes must be at least 1, got {batch_size} and {lookup_batch_size}"
+                "batch sizes and max_in_flight must be at least 1, got "
+                f"{batch_size}, {lookup_batch_size} and {max_in_flight}"
             )
         self.url = url.rstrip("/")
         self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.retry = retry
         self.lookup_batch_size = lookup_batch_size  # at most 1 lookup per 1,000 items
         self.lookups = 0  # batched lookup requests made, for tests and benchmarks
         self._auth = auth
@@ -131,10 +158,12 @@ class StacApiCatalog:
         return found
 
     def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:
-        """Insert or replace ``items``: ``bulk_items`` upserts of ``batch_size`` items when the
-        server has them, else ``POST .../items`` per item and ``PUT`` on 409.
+        """Insert or replace ``items``: ``bulk_items`` batches of ``batch_size`` items, up to
+        ``max_in_flight`` at once, when the server has them (:meth:`_bulk_upserts`), else
+        ``POST .../items`` per item and ``PUT`` on 409.
 
-        Every id is checked before any request; the collection is created if missing.
+        Every id is checked before any request; the collection is created if missing. On a
+        failure, :attr:`CatalogError.failed_ids` are the items not stored.
         """
         check_collection_id(collection_id)
         docs = {check_item_id(item.id): _item_doc(item, collection_id) for item in items}
@@ -146,14 +175,8 @@ class StacApiCatalog:
         refused: dict[str, str] = {}
         try:
             pending = list(docs.values())
-            while pending and self._bulk is not False:
-                chunk, pending = pending[: self.batch_size], pending[self.batch_size :]
-                chunk_refused = self._bulk_upsert(collection_id, chunk)
-                if chunk_refused is None:  # no bulk endpoint: one by one below
-                    pending = chunk + pending
-                    continue
-                refused.update(chunk_refused)
-                stored.update(doc["id"] for doc in chunk if doc["id"] not in chunk_refused)
+            if self._bulk is not False:
+                pending = self._bulk_upserts(collection_id, pending, stored, refused)
             for doc in pending:
                 try:
                     self._upsert_one(collection_id, doc)
@@ -204,17 +227,79 @@ class StacApiCatalog:
             else:
                 payload = None
 
-    def _bulk_upsert(self, collection_id: str, chunk: list[JsonDict]) -> dict[str, str] | None:
-        """Upsert ``chunk`` in one request: the items refused (id -> reason), or ``None`` if
-        the server has no bulk endpoint."""
-        op = f"bulk upsert of {len(chunk)} items into collection {collection_id!r}"
-        body = {"items": {doc["id"]: doc for doc in chunk}, "method": "upsert"}
-        response = self._send(
-            "POST", f"{self.url}/collections/{collection_id}/bulk_items", op, body
-        )
+    def _bulk_upserts(
+        self,
+        collection_id: str,
+        docs: list[JsonDict],
+        stored: set[str],
+        refused: dict[str, str],
+    ) -> list[JsonDict]:
+        """Send ``docs`` in bulk batches, adding to ``stored`` and ``refused``; return the docs
+        left to send one by one (all of them when the server has no bulk endpoint).
+
+        The first batch goes alone: it learns whether there is a bulk endpoint, and in pgstac
+        it creates the partition and its datetime constraints, so it holds just the (up to 4)
+        items with the extreme datetimes (:func:`_split_bounds`). The others then go
+        ``max_in_flight`` at once and stay within those constraints, so they do not rebuild
+        them under an exclusive lock, on which they would deadlock each other (other writers
+        still may: the retries cover that). After a failed batch no new batch is started; the
+        first failure (in batch order) is raised once those in flight have finished.
+        """
+        chunks = [
+            part[start : start + self.batch_size]
+            for part in _split_bounds(docs)
+            for start in range(0, len(part), self.batch_size)
+        ]
+
+        def send(index: int) -> dict[str, str]:
+            batch = f" (batch {index + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            op = (
+                f"bulk upsert of {len(chunks[index])} items{batch} "
+                f"into collection {collection_id!r}"
+            )
+            return self._bulk_upsert(collection_id, chunks[index], op)
+
+        def record(index: int, chunk_refused: dict[str, str]) -> None:
+            refused.update(chunk_refused)
+            stored.update(d["id"] for d in chunks[index] if d["id"] not in chunk_refused)
+
+        try:
+            record(0, send(0))
+        except _NoBulkEndpoint:
+            return docs
+        failures: dict[int, CatalogError] = {}
+        queued = iter(range(1, len(chunks)))
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="stac-bulk") as pool:
+            running = {pool.submit(send, i): i for i in islice(queued, self.max_in_flight)}
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    index = running.pop(future)
+                    try:
+                        record(index, future.result())
+                    except CatalogError as exc:
+                        failures[index] = exc
+                if not failures:
+                    running |= {pool.submit(send, i): i for i in islice(queued, len(done))}
+        if failures:
+            raise failures[min(failures)]
+        return []
+
+    def _bulk_upsert(self, collection_id: str, chunk: list[JsonDict], op: str) -> dict[str, str]:
+        """Upsert ``chunk``: the items refused (id -> reason); raises :class:`_NoBulkEndpoint`
+        if the server has no bulk endpoint.
+
+        Sent as an insert first, and as an upsert only when that is a conflict (some items are
+        there already): pgstac's upsert joins the batch with every item of every collection.
+        """
+        url = f"{self.url}/collections/{collection_id}/bulk_items"
+        items = {doc["id"]: doc for doc in chunk}
+        response = self._send("POST", url, op, {"items": items, "method": "insert"})
         if self._bulk is None and response.status_code in _NO_ROUTE:
             self._bulk = False
-            return None
+            raise _NoBulkEndpoint
+        if response.status_code == 409:
+            response = self._send("POST", url, op, {"items": items, "method": "upsert"})
         if response.status_code not in (200, 201):
             raise self._error(op, response)
         self._bulk = True
@@ -238,19 +323,38 @@ class StacApiCatalog:
             raise self._error(op, response)
 
     def _send(self, method: str, url: str, op: str, body: JsonDict | None = None) -> httpx.Response:
-        """One request, with the credentials ``auth`` gives for ``url``'s origin.
+        """One request, with the credentials ``auth`` gives for ``url``'s origin: the answer,
+        unless it is still a transient failure after ``retry.attempts`` (then raised).
 
-        A dropped connection is retried once (every write we make is an upsert, so this is
-        safe); a redirect is an error, so credentials never follow one to another origin.
+        A transient failure is retried after the policy's backoff, or the server's
+        ``Retry-After`` (capped). A 401 renews the credentials once; a redirect is an error, so
+        credentials never follow one to another origin.
         """
-        response = self._request(method, url, op, body)
-        if response.status_code == 401 and self._auth is not None:
+        attempt, renewed = 1, False
+        while True:
             try:
-                renewed = asyncio.run(self._auth.refresh())
-            except AuthError as exc:
-                raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
-            if renewed:
                 response = self._request(method, url, op, body)
+            except _RETRIED_ERRORS as exc:
+                if attempt >= self.retry.attempts:
+                    raise self._transport_error(op, exc, attempt) from None
+                delay = self.retry.backoff(attempt)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(op, exc, attempt) from None
+            else:
+                if response.status_code == 401 and self._auth is not None and not renewed:
+                    renewed = self._refresh(self._auth, op)
+                    if renewed:
+                        continue
+                if response.status_code not in _RETRIED_STATUSES:
+                    break
+                if attempt >= self.retry.attempts:
+                    raise self._error(op, response, attempt)
+                asked = retry_after(
+                    response.headers.get("retry-after"), self.retry.max_retry_after_s
+                )
+                delay = self.retry.backoff(attempt) if asked is None else asked
+            time.sleep(delay)
+            attempt += 1
         if response.is_redirect:
             location = redact_url(response.headers.get("location", ""))
             raise CatalogError(
@@ -264,25 +368,27 @@ class StacApiCatalog:
             headers = self._auth.headers_for(url) if self._auth is not None else {}
         except AuthError as exc:
             raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
+        return self._client.request(method, url, json=body, headers=headers)
+
+    def _refresh(self, auth: Auth, op: str) -> bool:
+        """Renew the credentials after a 401: whether there are new ones to try."""
         try:
-            return self._client.request(method, url, json=body, headers=headers)
-        except _RETRIED:  # a dropped connection: once more (every write is an upsert)
-            try:
-                return self._client.request(method, url, json=body, headers=headers)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(op, exc) from None
-        except httpx.HTTPError as exc:
-            raise self._transport_error(op, exc) from None
+            return asyncio.run(auth.refresh())
+        except AuthError as exc:
+            raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
 
-    def _transport_error(self, op: str, exc: httpx.HTTPError) -> CatalogError:
+    def _transport_error(self, op: str, exc: httpx.HTTPError, attempts: int) -> CatalogError:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return CatalogError(f"{self.describe()}: {op} failed: {self._scrub(reason)}")
+        return CatalogError(
+            f"{self.describe()}: {op} failed{_after(attempts)}: {self._scrub(reason)}"
+        )
 
-    def _error(self, op: str, response: httpx.Response) -> CatalogError:
+    def _error(self, op: str, response: httpx.Response, attempts: int = 1) -> CatalogError:
         hint = " (check the catalog credentials)" if response.status_code in (401, 403) else ""
         message = self._scrub(_server_message(response))
         return CatalogError(
-            f"{self.describe()}: {op} failed with HTTP {response.status_code}{hint}: {message}"
+            f"{self.describe()}: {op} failed with HTTP {response.status_code}{hint}"
+            f"{_after(attempts)}: {message}"
         )
 
     def _json(self, op: str, response: httpx.Response) -> JsonDict:
@@ -327,6 +433,43 @@ def _item_doc(item: pystac.Item, collection_id: str) -> JsonDict:
         doc["geometry"] = GLOBAL_GEOMETRY
         doc["bbox"] = GLOBAL_BBOX
     return doc
+
+
+def _split_bounds(docs: list[JsonDict]) -> tuple[list[JsonDict], list[JsonDict]]:
+    """The ``docs`` holding the earliest and latest start and end datetimes, and the others.
+
+    pgstac keeps per-partition constraints on both; a batch outside them rebuilds them under an
+    exclusive lock, which concurrent batches of the same partition would wait on or deadlock.
+    """
+    starts: list[tuple[datetime, int]] = []
+    ends: list[tuple[datetime, int]] = []
+    for index, doc in enumerate(docs):
+        dated = _datetime_range(doc)
+        if dated is not None:
+            starts.append((dated[0], index))
+            ends.append((dated[1], index))
+    if not starts:
+        return [], docs
+    bounds = {min(starts)[1], max(starts)[1], min(ends)[1], max(ends)[1]}
+    return [docs[i] for i in sorted(bounds)], [d for i, d in enumerate(docs) if i not in bounds]
+
+
+def _datetime_range(doc: JsonDict) -> tuple[datetime, datetime] | None:
+    """What pgstac partitions on: ``datetime``, else ``start_datetime`` and ``end_datetime``
+    (``None`` when missing or unreadable: the server judges those)."""
+    properties = doc.get("properties") or {}
+    try:
+        start, end = (
+            datetime.fromisoformat(properties.get("datetime") or properties[key])
+            for key in ("start_datetime", "end_datetime")
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return start.replace(tzinfo=start.tzinfo or UTC), end.replace(tzinfo=end.tzinfo or UTC)
+
+
+def _after(attempts: int) -> str:
+    return f" after {attempts} attempts" if attempts > 1 else ""
 
 
 def _next_link(page: JsonDict) -> JsonDict | None:

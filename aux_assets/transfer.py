@@ -472,7 +472,7 @@ class TransferEngine:
         elif status == 401:
             raise _Unauthorized
         elif status == 429 or status >= 500:
-            delay = _retry_after(response.headers.get("retry-after"), self._retry.max_retry_after_s)
+            delay = retry_after(response.headers.get("retry-after"), self._retry.max_retry_after_s)
             raise _Retry(f"HTTP {status} {response.reason}", delay)
         else:
             raise TransferError(request.url, f"HTTP {status} {response.reason}")
@@ -649,7 +649,7 @@ def _redirect_location(response: aiohttp.ClientResponse) -> str | None:
     return location if response.status in _REDIRECT_STATUSES else None
 
 
-def _retry_after(value: str | None, cap: float) -> float | None:
+def retry_after(value: str | None, cap: float) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date), capped at ``cap``."""
     if not value:
         return None

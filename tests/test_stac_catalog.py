@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -19,11 +22,12 @@ from aux_assets.catalog import CatalogError
 from aux_assets.filters import ids_filter
 from aux_assets.names import UnsafeNameError
 from aux_assets.stac_catalog import GLOBAL_BBOX, StacApiCatalog
-from aux_assets.transfer import StaticAuth
-from tests.fixtures.pgstac import PgstacApi
-from tests.servers import send, serve, stac_api_handler
+from aux_assets.transfer import RetryPolicy, StaticAuth
+from tests.fixtures.pgstac import PgstacApi, unique_collection_id
+from tests.servers import Handler, send, serve, stac_api_handler
 
 TOKEN = "tok-5ecret-do-not-leak"
+QUICK_RETRY = RetryPolicy(attempts=3, backoff_s=0.01)
 
 
 def make_item(i: int, href: str = "https://storage.test/v1", geometry: bool = False) -> pystac.Item:
@@ -57,6 +61,12 @@ def record_requests(cat: StacApiCatalog) -> list[httpx.Request]:
     return sent
 
 
+def bulk_requests(sent: list[httpx.Request]) -> list[tuple[str, int]]:
+    """The ``method`` and item count of each ``bulk_items`` request in ``sent``."""
+    bodies = [json.loads(r.content) for r in sent if r.url.path.endswith("/bulk_items")]
+    return [(body["method"], len(body["items"])) for body in bodies]
+
+
 def test_ensure_collection_is_idempotent_and_readable(
     pgstac_api: PgstacApi, catalog: StacApiCatalog, pgstac_collection: str
 ) -> None:
@@ -77,8 +87,9 @@ def test_bulk_upsert_then_batched_lookup_and_replace(
     items = [make_item(i) for i in range(1000)]
     sent = record_requests(catalog)
     catalog.upsert(pgstac_collection, items)  # creates the collection first
-    bulk = [r for r in sent if r.url.path.endswith("/bulk_items")]
-    assert len(bulk) == 2  # 1,000 items in chunks of 500
+    # first alone the items with the extreme datetimes (days 1 and 28), then batches of 500
+    assert bulk_requests(sent)[0] == ("insert", 2)
+    assert sorted(bulk_requests(sent)) == [("insert", 2), ("insert", 498), ("insert", 500)]
 
     ids = [item.id for item in items] + [f"MISSING_{i:04d}" for i in range(200)]
     random.Random(7).shuffle(ids)  # missing ids spread over every chunk
@@ -90,9 +101,14 @@ def test_bulk_upsert_then_batched_lookup_and_replace(
     assert sample.properties["start_datetime"] == "2024-01-18T00:00:00Z"
     assert sample.assets["file"].href == f"https://storage.test/v1/{items[17].id}"
 
+    sent.clear()
     catalog.upsert(
         pgstac_collection, [make_item(i, href="https://storage.test/v2") for i in range(1000)]
     )
+    assert sorted(bulk_requests(sent)) == [  # each batch a conflict, then replaced
+        *[("insert", 2), ("insert", 498), ("insert", 500)],
+        *[("upsert", 2), ("upsert", 498), ("upsert", 500)],
+    ]
     again = catalog.get_items(pgstac_collection, [item.id for item in items])
     assert {it.assets["file"].href.rsplit("/", 2)[1] for it in again.values()} == {"v2"}
     search = Client.open(pgstac_api.url).search(collections=[pgstac_collection], limit=1000)
@@ -162,6 +178,57 @@ def test_plain_transactions_put_on_conflict(pgstac_api: PgstacApi, pgstac_collec
     assert all("/v2/" in item.assets["file"].href for item in found.values())
 
 
+def dated_item(writer: int, i: int) -> pystac.Item:
+    """Item ``i`` of ``writer``: on a day of the writer's own, a minute after item ``i - 1``."""
+    item = make_item(writer * 1000 + i)
+    start = datetime(2024, 3, 1 + writer, tzinfo=UTC) + timedelta(minutes=i)
+    item.common_metadata.start_datetime = start
+    item.common_metadata.end_datetime = start + timedelta(hours=3)
+    return item
+
+
+def race(url: str, collection: str, writers: int) -> int:
+    """``writers`` threads, each with its own catalog, upsert 100 items of their own day (3
+    batches) into ``collection`` at once; the HTTP 5xx answers they got."""
+    start = threading.Barrier(writers)
+    failures: list[int] = []
+
+    def count(response: httpx.Response) -> None:
+        if response.status_code >= 500:
+            failures.append(response.status_code)
+
+    def write(writer: int) -> None:
+        with StacApiCatalog(url, batch_size=40) as cat:
+            cat._client.event_hooks["response"].append(count)
+            start.wait()
+            cat.upsert(collection, [dated_item(writer, i) for i in range(100)])
+
+    with ThreadPoolExecutor(writers) as pool:
+        list(pool.map(write, range(writers)))  # a writer's CatalogError is raised here
+    return len(failures)
+
+
+@pytest.mark.parametrize("writers", [2, 4])
+def test_concurrent_upserts_into_new_collections_all_land(
+    pgstac_api: PgstacApi, writers: int
+) -> None:
+    """Writers of different days racing into a new collection. Without retries 39 of 40 such
+    rounds lost a batch to an HTTP 500 (pgstac's check_partition deadlocks, or one writer breaks
+    the datetime constraint another has just set); with them every item is stored."""
+    ids = [dated_item(w, i).id for w in range(writers) for i in range(100)]
+    retried = 0
+    for _ in range(3):
+        collection = unique_collection_id("race")
+        try:
+            retried += race(pgstac_api.url, collection, writers)
+            with StacApiCatalog(pgstac_api.url) as cat:
+                found = cat.get_items(collection, ids)
+        finally:
+            httpx.delete(f"{pgstac_api.url}/collections/{collection}", timeout=30)
+        assert set(found) == set(ids)
+    print(f"\n{writers} writers x 3 new collections: {retried} HTTP 5xx answer(s) retried")
+
+
 def test_errors_name_the_catalog_and_never_the_token(pgstac_api: PgstacApi) -> None:
     url = f"{pgstac_api.url}/not-a-stac-api"
     auth = StaticAuth(origin=url, token=TOKEN)
@@ -179,7 +246,7 @@ def test_server_messages_are_scrubbed_and_truncated() -> None:
         send(h, 400, json.dumps(body).encode())
 
     with (
-        serve(echo) as (url, _),
+        serve(echo) as (url, log),
         StacApiCatalog(url, StaticAuth(url, token=TOKEN)) as cat,
         pytest.raises(CatalogError) as err,
     ):
@@ -188,14 +255,21 @@ def test_server_messages_are_scrubbed_and_truncated() -> None:
     assert TOKEN not in message and "you sent *** xxx" in message
     assert "HTTP 400" in message and "lookup of 1 ids in collection 'c'" in message
     assert len(message) < 500
+    assert len(log) == 1  # a client error is not retried
 
 
 def test_unreachable_catalog_is_a_catalog_error() -> None:
     with serve(stac_api_handler([])) as (url, _):
         pass  # the port is closed again
-    with StacApiCatalog(url, timeout_s=2) as cat, pytest.raises(CatalogError) as err:
+    with (
+        StacApiCatalog(url, timeout_s=2, retry=QUICK_RETRY) as cat,
+        pytest.raises(CatalogError) as err,
+    ):
         cat.ensure_collection("c")
-    assert f"STAC API catalog at {url}" in str(err.value) and "ConnectError" in str(err.value)
+    assert f"STAC API catalog at {url}: ensure collection 'c' failed after 3 attempts: " in str(
+        err.value
+    )
+    assert "ConnectError" in str(err.value)
 
 
 def test_next_links_are_followed_and_credentials_stay_on_the_origin() -> None:
@@ -252,6 +326,108 @@ def fake_transactions(status_bulk: int, bulk_answer: dict[str, Any] | None = Non
             send(h, 201, b"{}")
 
     return handle
+
+
+def scripted(answers: list[tuple[int, dict[str, str]] | None], then: Handler) -> Handler:
+    """Answer the first requests from ``answers`` (a status and headers, or ``None``: close the
+    connection without an answer), the others with ``then``."""
+    pending = list(answers)
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        if not pending:
+            then(h)
+            return
+        answer = pending.pop(0)
+        h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        if answer is None:
+            h.close_connection = True
+            return
+        status, headers = answer
+        body = json.dumps({"description": f"try again later ({status})"}).encode()
+        h.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            h.send_header(name, value)
+        h.end_headers()
+        h.wfile.write(body)
+
+    return handle
+
+
+def test_transient_failures_are_retried_honouring_retry_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answers = [None, (503, {}), (429, {"Retry-After": "1"}), (502, {"Retry-After": "3600"})]
+    policy = RetryPolicy(attempts=5, backoff_s=0.01, max_retry_after_s=2.0)
+    waits: list[float] = []
+    monkeypatch.setattr(time, "sleep", waits.append)
+    with (
+        serve(scripted(answers, fake_transactions(200))) as (url, log),
+        StacApiCatalog(url, retry=policy) as cat,
+    ):
+        cat.ensure_collection("c")
+    assert [(r["method"], r["path"]) for r in log] == [("GET", "/collections/c")] * 5
+    # a dropped connection and a 503: jittered exponential backoff; then Retry-After, capped
+    assert 0.005 <= waits[0] <= 0.01 and 0.01 <= waits[1] <= 0.02
+    assert waits[2:] == [1.0, 2.0]
+
+
+def test_retries_give_up_naming_the_catalog_operation_status_and_attempts() -> None:
+    def deadlocked(h: BaseHTTPRequestHandler) -> None:
+        h.rfile.read(int(h.headers.get("Content-Length", 0)))
+        if h.command == "GET":
+            send(h, 200, b'{"id": "c"}')
+            return
+        detail = f"deadlock detected (you sent {h.headers['Authorization']})"
+        send(h, 500, json.dumps({"description": detail}).encode())
+
+    with (
+        serve(deadlocked) as (url, log),
+        StacApiCatalog(url, StaticAuth(url, token=TOKEN), retry=QUICK_RETRY) as cat,
+        pytest.raises(CatalogError) as err,
+    ):
+        cat.upsert("c", [make_item(1)])
+    assert str(err.value) == (
+        f"STAC API catalog at {url}: bulk upsert of 1 items into collection 'c' failed with "
+        "HTTP 500 after 3 attempts: deadlock detected (you sent ***)"
+    )
+    assert err.value.failed_ids == {make_item(1).id}
+    assert [r["method"] for r in log] == ["GET", "POST", "POST", "POST"]
+
+
+@pytest.mark.parametrize(
+    ("max_in_flight", "sent", "failed"), [(1, 2, [1, 2, 3, 4]), (2, 3, [1, 2])]
+)
+def test_a_failed_batch_is_named_and_no_batch_starts_after_it(
+    max_in_flight: int, sent: int, failed: list[int]
+) -> None:
+    """Items 0..5 in batches of 2: the first batch (alone) holds the extreme datetimes, 0 and
+    5; then [1, 2] fails while [3, 4] is in flight only if two batches may be."""
+    bodies: list[dict[str, Any]] = []
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        body = json.loads(h.rfile.read(int(h.headers.get("Content-Length", 0))) or b"{}")
+        if h.command == "GET":
+            send(h, 200, b'{"id": "c"}')
+        elif make_item(1).id in body["items"]:
+            bodies.append(body)
+            send(h, 400, b'{"description": "bad batch"}')
+        else:
+            bodies.append(body)
+            send(h, 200, json.dumps({"success": len(body["items"]), "errors": []}).encode())
+
+    with (
+        serve(handle) as (url, _),
+        StacApiCatalog(url, batch_size=2, max_in_flight=max_in_flight) as cat,
+        pytest.raises(CatalogError) as err,
+    ):
+        cat.upsert("c", [make_item(i) for i in range(6)])
+    assert list(bodies[0]["items"]) == [make_item(0).id, make_item(5).id]
+    assert len(bodies) == sent
+    assert (
+        "bulk upsert of 2 items (batch 2 of 3) into collection 'c' failed with HTTP 400: bad "
+        "batch" in str(err.value)
+    )
+    assert err.value.failed_ids == {make_item(i).id for i in failed}
 
 
 def test_without_bulk_endpoint_falls_back_to_single_posts_and_remembers() -> None:
