@@ -165,23 +165,27 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
     """One PASS/MISS/SKIP line per target of issue 5."""
     by = {(r.data, r.contender): r for r in rows}
     out = []
+    # Throughput targets are judged twice: on the whole process (interpreter start-up and
+    # imports, about 0.35 s, included) and on the transfer alone (what a running Dagster step
+    # or a long staging pays per file).
     tiny = by.get(("tiny", "engine"))
-    rate = tiny.rate("files") if tiny else None
-    inproc = tiny.rate("files", inproc=True) if tiny else None
-    ok = None if rate is None else rate >= TARGET_TINY_FILES_S
-    out.append(
-        f"{_verdict(ok)}  tiny set >= {TARGET_TINY_FILES_S:,.0f} files/s (engine, whole process): "
-        f"{_fmt(rate, ',.0f')} files/s (in process, without start-up: {_fmt(inproc, ',.0f')})"
-    )
+    for label, inproc in (("whole process", False), ("in process", True)):
+        rate = tiny.rate("files", inproc=inproc) if tiny else None
+        ok = None if rate is None else rate >= TARGET_TINY_FILES_S
+        out.append(
+            f"{_verdict(ok)}  tiny set >= {TARGET_TINY_FILES_S:,.0f} files/s (engine, {label}): "
+            f"{_fmt(rate, ',.0f')} files/s"
+        )
     large, curl = by.get(("large", "engine")), by.get(("large", "curl"))
-    ratio = None
-    if large and curl and large.rate("mib") and curl.rate("mib"):
-        ratio = (large.rate("mib") or 0) / (curl.rate("mib") or 1)
-    ok = None if ratio is None else ratio >= TARGET_LARGE_X_CURL
-    out.append(
-        f"{_verdict(ok)}  large set >= {TARGET_LARGE_X_CURL} x curl MiB/s with verification "
-        f"(engine): {_fmt(ratio, '.2f')} x curl"
-    )
+    for label, inproc in (("whole process", False), ("in process", True)):
+        ratio = None
+        if large and curl and large.rate("mib", inproc=inproc) and curl.rate("mib"):
+            ratio = (large.rate("mib", inproc=inproc) or 0) / (curl.rate("mib") or 1)
+        ok = None if ratio is None else ratio >= TARGET_LARGE_X_CURL
+        out.append(
+            f"{_verdict(ok)}  large set >= {TARGET_LARGE_X_CURL} x curl MiB/s with verification "
+            f"(engine, {label}): {_fmt(ratio, '.2f')} x curl"
+        )
     memory = found.get("memory")
     ok = None if memory is None or memory.value is None else memory.value < TARGET_PEAK_MIB
     value = memory.value if memory else None
