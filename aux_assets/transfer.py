@@ -610,8 +610,13 @@ _KINDS: tuple[tuple[type[Exception], str], ...] = (
 
 
 def _describe(exc: Exception, written: int) -> str:
+    """A transient failure in a few words; never the URL (its query may carry a signature)."""
     kind = next((name for cls, name in _KINDS if isinstance(exc, cls)), type(exc).__name__)
-    detail = f": {exc}" if str(exc) else ""
+    if isinstance(exc, aiohttp.ClientResponseError):  # its str() quotes the whole URL
+        text = f"{exc.status}, {exc.message}"
+    else:
+        text = str(exc)
+    detail = f": {shorten(text)}" if text else ""
     return f"{kind}{detail} (after {written} bytes)"
 
 

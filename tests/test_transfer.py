@@ -21,8 +21,11 @@ from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
+from unittest.mock import Mock
 
+import aiohttp
 import pytest
+from yarl import URL
 
 from aux_assets.checksums import Checksum
 from aux_assets.transfer import (
@@ -32,6 +35,7 @@ from aux_assets.transfer import (
     TransferError,
     TransferRequest,
     TransferResult,
+    _describe,
     origin_of,
     redact_url,
 )
@@ -638,3 +642,11 @@ def test_static_auth_scoped_to_its_origin() -> None:
     ):
         assert auth.headers_for(other) == {}
     assert asyncio.run(auth.refresh()) is False
+
+
+def test_a_malformed_response_is_described_without_its_url() -> None:
+    info = Mock(real_url=URL("https://aux.example/f.zip?X-Amz-Signature=s1gnature"))
+    exc = aiohttp.ClientResponseError(info, (), status=400, message="Invalid header")
+    assert "s1gnature" in str(exc)  # what aiohttp itself would have shown
+    described = _describe(exc, 10)
+    assert described == "ClientResponseError: 400, Invalid header (after 10 bytes)"
