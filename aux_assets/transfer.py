@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +25,7 @@ from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aiohttp
+import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
@@ -303,6 +306,7 @@ class TransferEngine:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=_tls_context()),
                 timeout=self._timeout,
                 auto_decompress=False,  # the bytes as served: they are what is verified
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -399,6 +403,12 @@ class TransferEngine:
                 failure = _Retry("HTTP 401 Unauthorized", delay=0.0)
             except _Retry as exc:
                 failure = exc
+            except aiohttp.ClientSSLError as exc:  # a retry would fail the same way
+                raise TransferError(
+                    request.url,
+                    f"TLS failed: {shorten(str(exc))} (for a private CA, set SSL_CERT_FILE to "
+                    "its bundle)",
+                ) from None
             except _TRANSIENT as exc:
                 failure = _Retry(_describe(exc, progress.part.size))
             except (aiohttp.ClientError, ValueError) as exc:
@@ -537,6 +547,20 @@ class TransferEngine:
             except LookupError:
                 self._proxies[origin] = (None, None)
         return self._proxies[origin]
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The CAs our other HTTP clients (httpx) trust: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` when
+    set, else certifi's bundle (aiohttp alone would use the system store, which slim images
+    lack). Made once per value of those variables."""
+    return _tls_context_for(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _tls_context_for(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    if cafile or capath:
+        return ssl.create_default_context(cafile=cafile or None, capath=None if cafile else capath)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def _wire_url(url: str) -> URL:

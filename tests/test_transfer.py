@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import shutil
 import socket
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +27,7 @@ from typing import TypeVar
 from unittest.mock import Mock
 
 import aiohttp
+import certifi
 import pytest
 from yarl import URL
 
@@ -36,9 +40,11 @@ from aux_assets.transfer import (
     TransferRequest,
     TransferResult,
     _describe,
+    _tls_context,
     origin_of,
     redact_url,
 )
+from tests.fixtures.servers_required import unavailable
 
 SECRET = "s3cr3t-TOKEN-value"
 API_KEY = "k3y-API-value"
@@ -650,3 +656,52 @@ def test_a_malformed_response_is_described_without_its_url() -> None:
     assert "s1gnature" in str(exc)  # what aiohttp itself would have shown
     described = _describe(exc, 10)
     assert described == "ClientResponseError: 400, Invalid header (after 10 bytes)"
+
+
+@pytest.fixture(scope="module")
+def tls_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        unavailable("openssl is not installed (it makes the TLS test's certificate)")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    request = "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+    san = "subjectAltName=IP:127.0.0.1"
+    subprocess.run(
+        [openssl, *request.split(), "-addext", san, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_https_trusts_ssl_cert_file_and_refuses_an_unknown_ca_at_once(
+    tls_cert: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = tls_cert
+    server = FaultServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    url = f"https://127.0.0.1:{server.server_address[1]}/ok/a.bin"
+    try:
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        sleeps = Sleeps()
+        error = fetch_error(TransferRequest(url, tmp_path / "a.part"), sleeps)
+        assert "certificate verify failed" in error.reason and "SSL_CERT_FILE" in error.reason
+        assert sleeps.calls == []  # not retried
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert_complete(fetch(TransferRequest(url, tmp_path / "b.part")))
+    finally:
+        server.stop()
+
+
+def test_tls_trusts_what_httpx_trusts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    bundle = ssl.create_default_context(cafile=certifi.where())
+    assert _tls_context().cert_store_stats() == bundle.cert_store_stats()
+    assert _tls_context() is _tls_context()  # made once
