@@ -306,7 +306,6 @@ class TransferEngine:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=_tls_context()),
                 timeout=self._timeout,
                 auto_decompress=False,  # the bytes as served: they are what is verified
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -533,6 +532,7 @@ class TransferEngine:
             allow_redirects=False,
             proxy=proxy,
             proxy_auth=proxy_auth,
+            ssl=_tls_context() if wire.scheme == "https" else True,  # made on the first https
         )
 
     def _proxy(self, url: URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
