@@ -24,7 +24,7 @@ import copy
 import logging
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -287,10 +287,7 @@ class Stager:
         """Drop items already registered (same id, same checksum where both have one, files
         present), with one batched catalog lookup per collection."""
         todo: list[_Planned] = []
-        by_collection: dict[str, list[_Planned]] = {}
-        for plan in planned:
-            by_collection.setdefault(plan.task.collection, []).append(plan)
-        for collection, plans in by_collection.items():
+        for collection, plans in _grouped(planned, "collection").items():
             try:
                 self.catalog.ensure_collection(collection)
                 existing = self.catalog.get_items(collection, [p.task.item.id for p in plans])
@@ -335,10 +332,7 @@ class Stager:
         per collection. If a lookup fails, its items are transferred (the first lookup passed)."""
         todo: list[_Planned] = []
         present: list[ItemOutcome] = []
-        by_collection: dict[str, list[_Planned]] = {}
-        for plan in plans:
-            by_collection.setdefault(plan.task.collection, []).append(plan)
-        for collection, group in by_collection.items():
+        for collection, group in _grouped(plans, "collection").items():
             try:
                 with self._catalog_lock:
                     existing = self.catalog.get_items(collection, [p.task.item.id for p in group])
@@ -377,11 +371,9 @@ class Stager:
 
     async def _stage_sources(self, plans: list[_Planned]) -> list[ItemOutcome]:
         """Stage each source's items concurrently; the outcomes of all of them."""
-        by_source: dict[str, list[_Planned]] = {}
-        for plan in plans:
-            by_source.setdefault(plan.task.source, []).append(plan)
+        by_source = _grouped(plans, "source").items()
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._stage_source(s, p)) for s, p in by_source.items()]
+            tasks = [group.create_task(self._stage_source(s, p)) for s, p in by_source]
         return [outcome for task in tasks for outcome in task.result()]
 
     async def _stage_source(self, source: str, plans: list[_Planned]) -> list[ItemOutcome]:
@@ -528,6 +520,16 @@ class Stager:
                 alternate[name] = ready.source.extra_fields[name]
         asset.extra_fields["alternate"] = {"source": alternate}
         return asset
+
+
+def _grouped(
+    plans: Iterable[_Planned], field: Literal["collection", "source"]
+) -> dict[str, list[_Planned]]:
+    """``plans`` grouped by their task's ``field`` (``collection`` or ``source``), in order."""
+    groups: dict[str, list[_Planned]] = {}
+    for plan in plans:
+        groups.setdefault(getattr(plan.task, field), []).append(plan)
+    return groups
 
 
 def _registered_item(
