@@ -1,15 +1,21 @@
-"""OAuth2 bearer tokens: one token lifecycle per source, shared by all its searches and transfers.
+"""Credentials: the :class:`Auth` interface, static keys and tokens, OAuth2, and the one rule
+for a 401 (:func:`renewing`).
+
+Every credential is bound to origins (``scheme://host[:port]``) and sent nowhere else. A request
+answered 401 is sent once more after the credentials renewed themselves (:func:`renewing`);
+searches, catalog requests and transfers all follow that rule.
 
 One :class:`OAuth2Auth` per source is shared by every search (threads, ``requests``) and transfer
-(asyncio, ``httpx``). It fetches a token on first use (password grant when a username and password
-are set, else client credentials), renews it before it expires (with the refresh token while that
-is valid, else the original grant) and, after a 401, renews it once for all the requests that used
-the rejected token; a failed token request is re-raised, not repeated, for ``FAILURE_HOLD_S``. A
-provider counting one token as one session (CDSE: at most 100, eodag #858) therefore sees one
-session per source and process, not one per product, and a wrong password one failed login.
+(asyncio, ``aiohttp``). It fetches a token on first use (password grant when a username and
+password are set, else client credentials), renews it before it expires (with the refresh token
+while that is valid, else the original grant) and, after a 401, renews it once for all the
+requests that used the rejected token; a failed token request is re-raised, not repeated, for
+``FAILURE_HOLD_S``. A provider counting one token as one session (CDSE: at most 100, eodag #858)
+therefore sees one session per source and process, not one per product, and a wrong password one
+failed login.
 
-Tokens go only to the source's origin (and explicitly listed extra origins). Error messages name
-the redacted token endpoint, the HTTP status and the server's error, never a secret or a token.
+Error messages name the redacted token endpoint, the HTTP status and the server's error, never a
+secret or a token.
 """
 
 from __future__ import annotations
@@ -20,15 +26,16 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 
-from aux_assets.transfer import Auth, StaticAuth, mask_secret, origin_of, redact_url, shorten
+from aux_assets.utils.text import mask_secret, shorten
+from aux_assets.utils.urls import origin_of, redact_url
 
 _log = logging.getLogger(__name__)
 
@@ -38,6 +45,89 @@ FAILURE_HOLD_S = 10.0  # a failed token request is re-raised, not retried, for t
 
 class AuthError(RuntimeError):
     """A token request that failed: the endpoint (redacted) and why, never a credential."""
+
+
+class Auth(Protocol):
+    """Credentials for one origin."""
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Auth headers for ``url``; ``{}`` when ``url`` is not on the credential's origin."""
+        ...
+
+    async def refresh(self) -> bool:
+        """Obtain new credentials after a 401; ``True`` if there are new ones to try."""
+        ...
+
+
+@dataclass(frozen=True, repr=False)
+class StaticAuth:
+    """An API key (``x-api-key``) and/or bearer token sent only to ``origin``."""
+
+    origin: str
+    api_key: str | None = None
+    token: str | None = None
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The credential headers if ``url`` is on :attr:`origin`, else ``{}``."""
+        if origin_of(url) != origin_of(self.origin):
+            return {}
+        headers: dict[str, str] = {}
+        if self.api_key:
+            headers["x-api-key"] = self.api_key
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    async def refresh(self) -> bool:
+        """Static credentials cannot be renewed."""
+        return False
+
+    def __repr__(self) -> str:
+        return (
+            f"StaticAuth(origin={self.origin!r}, api_key={mask_secret(self.api_key)}, "
+            f"token={mask_secret(self.token)})"
+        )
+
+
+class Unauthorized(Exception):
+    """A request answered HTTP 401; ``detail`` says so in words safe to show (no credential)."""
+
+    def __init__(self, detail: str = "HTTP 401 Unauthorized") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+T = TypeVar("T")
+
+
+async def renewing(send: Callable[[], Awaitable[T]], auth: Auth | None) -> T:
+    """``await send()``, and once more if it raised :class:`Unauthorized` and ``auth`` renewed
+    its credentials. A second 401, or one with nothing to renew, is raised; a renewal that fails
+    raises :class:`AuthError`."""
+    try:
+        return await send()
+    except Unauthorized:
+        if auth is None or not await _refresh(auth):
+            raise
+    return await send()
+
+
+def renewing_blocking(send: Callable[[], T], auth: Auth | None) -> T:
+    """:func:`renewing` for a blocking ``send`` (run in a thread without an event loop)."""
+
+    async def call() -> T:
+        return send()
+
+    return asyncio.run(renewing(call, auth))
+
+
+async def _refresh(auth: Auth) -> bool:
+    try:
+        return await auth.refresh()
+    except AuthError:
+        raise
+    except Exception as exc:  # the type only: a message may quote a credential
+        raise AuthError(f"credential refresh failed: {type(exc).__name__}") from None
 
 
 @dataclass(frozen=True, repr=False)
@@ -89,7 +179,7 @@ class _Token:
 
 
 class OAuth2Auth:
-    """An :class:`~aux_assets.transfer.Auth` with a shared, proactively renewed OAuth2 token.
+    """An :class:`Auth` with a shared, proactively renewed OAuth2 token.
 
     Thread-safe; ``refresh`` may be awaited from any number of tasks at once.
     """
@@ -270,13 +360,19 @@ class OAuth2Auth:
         )
 
 
-def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -> Auth | None:
+def auth_from_env(
+    prefix: str,
+    env: Mapping[str, str],
+    source_url: str | None,
+    default_origins: tuple[str, ...] = (),
+) -> Auth | None:
     """Credentials of the source configured by ``<prefix>_*`` variables, bound to its origin.
 
     ``_TOKEN_URL`` + ``_CLIENT_ID`` (+ ``_CLIENT_SECRET``, ``_USERNAME``, ``_PASSWORD``, ``_SCOPE``)
     give an :class:`OAuth2Auth`; ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
-    The OAuth2 token also goes to the origins in ``_AUTH_ORIGINS`` (comma-separated; CDSE
-    defaults to its download hosts, which differ from its STAC root).
+    The OAuth2 token also goes to the origins in ``_AUTH_ORIGINS`` (comma-separated), else to
+    ``default_origins`` (a source's download hosts where they differ from its STAC root: see
+    :mod:`aux_assets.sources.profiles`).
     Incomplete or conflicting settings raise a ``ValueError`` naming the variable to set.
     """
 
@@ -313,7 +409,7 @@ def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -
                 username=oauth["USERNAME"],
                 password=oauth["PASSWORD"],
                 scope=scope,
-                extra_origins=_extra_origins(prefix, get("AUTH_ORIGINS")),
+                extra_origins=_extra_origins(prefix, get("AUTH_ORIGINS"), default_origins),
             )
         )
     if token or api_key:
@@ -321,17 +417,9 @@ def auth_from_env(prefix: str, env: Mapping[str, str], source_url: str | None) -
     return None
 
 
-DEFAULT_AUTH_ORIGINS = {
-    "AUX_CDSE": (
-        "https://download.dataspace.copernicus.eu",
-        "https://zipper.dataspace.copernicus.eu",
-    )
-}
-
-
-def _extra_origins(prefix: str, value: str | None) -> tuple[str, ...]:
+def _extra_origins(prefix: str, value: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
     if value is None:
-        return DEFAULT_AUTH_ORIGINS.get(prefix, ())
+        return default
     origins = tuple(v.strip() for v in value.split(",") if v.strip())
     for origin in origins:
         if urlsplit(origin).scheme.lower() not in {"http", "https"} or not urlsplit(origin).netloc:

@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
-from aux_assets.io import JsonPartitionIOManager
-from aux_assets.partitions import daily_partitions
-from aux_assets.resources import aux_home, build_resources
-from aux_assets.sensors import aux_new_products_sensor
-
-ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
-
-aux_job = dg.define_asset_job(
-    "aux_job",
-    selection=ASSETS,
-    partitions_def=daily_partitions,
-    description="Search, stage and catalog the auxiliary data of one or more days.",
-)
-
-aux_daily_schedule = dg.build_schedule_from_partitioned_job(
-    aux_job,
-    name="aux_daily_schedule",
-    hour_of_day=6,
-    description="Every day at 06:00 UTC, materialize the latest complete day.",
-)
+from aux_assets.defs.assets import IO_MANAGER
+from aux_assets.defs.io_managers import JsonPartitionIOManager
+from aux_assets.defs.resources import build_resources
+from aux_assets.defs.schedules import ASSETS, aux_daily_schedule, aux_job
+from aux_assets.defs.sensors import aux_new_products_sensor
+from aux_assets.settings import aux_home
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -1,6 +1,6 @@
 """Newly published aux products: what to search, which days they serve, which runs to request.
 
-Used by :mod:`aux_assets.sensors` on every tick; no Dagster here.
+Used by :mod:`aux_assets.defs.sensors` on every tick; no Dagster here.
 
 Days an item can serve (a day ``d`` is the window ``[d, d + 1 day]``, widened by the entry's
 margins). Bounds are inclusive: a file ending exactly at midnight also names the next day, at
@@ -39,14 +39,11 @@ from pystac.utils import str_to_datetime
 
 from aux_assets.filters import JsonDict
 from aux_assets.products import ProductSpec
-from aux_assets.search import SearchRequest
-from aux_assets.selection import policy_window_kind, validity
+from aux_assets.selection import policy_family, validity
+from aux_assets.sources.base import SearchRequest
 
 RUN_KEY_PREFIX = "aux_new_products"
 PUBLISHED_ASCENDING: tuple[JsonDict, ...] = ({"field": "properties.published", "direction": "asc"},)
-_CLOSEST_POLICIES = frozenset(
-    {"ClosestStartValidity", "ClosestStopValidity", "LatestValidityClosest"}
-)
 _DAY = timedelta(days=1)
 _MIN = datetime.min.replace(tzinfo=UTC)
 _DIGEST_CHARS = 16
@@ -137,19 +134,18 @@ def _span(
     item: pystac.Item, spec: ProductSpec, first: int, last: int, latest_from: int
 ) -> tuple[int, int] | None:
     """The day ordinals (inclusive, within [first, last]) ``item`` can serve for ``spec``."""
-    v = validity(item)
-    kind = policy_window_kind(spec.policy)
-    slack = timedelta(0) if kind != "any" else _DAY
-    before, after = timedelta(seconds=spec.margin_before_s), timedelta(seconds=spec.margin_after_s)
+    family = policy_family(spec.policy)
+    slack = _DAY if family in ("closest", "latest") else timedelta(0)
+    reach = spec.margins.meeting(validity(item))
     try:
-        low = _ceil(v.start - slack - after - _DAY)
+        low = _ceil(reach.start - slack - _DAY)
     except OverflowError:
         low = first
-    if kind == "any" and spec.policy not in _CLOSEST_POLICIES:
+    if family == "latest":
         low, high = max(low, latest_from), last
     else:
         try:
-            high = _floor(v.end + slack + before)
+            high = _floor(reach.end + slack)
         except OverflowError:
             high = last
     low, high = max(low, first), min(high, last)
@@ -200,7 +196,7 @@ def affected_days(
 
 
 @dataclass(frozen=True)
-class PlannedRun:
+class DayRun:
     """A partition to re-materialize, its idempotency key, and the new items behind it."""
 
     partition_key: str
@@ -218,22 +214,22 @@ class SkippedItem:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RunsToRequest:
     """The runs to request; the items skipped; how many items serve no existing day."""
 
-    runs: list[PlannedRun]
+    runs: list[DayRun]
     skipped: list[SkippedItem] = field(default_factory=list)
     n_unmapped: int = 0
 
 
-def plan_runs(
+def runs_to_request(
     items_by_source: Mapping[str, Sequence[pystac.Item]],
     specs: Sequence[ProductSpec],
     first_day: date,
     last_day: date,
     *,
     latest_from: date | None = None,
-) -> Plan:
+) -> RunsToRequest:
     """One run per day some item can serve, sorted by day.
 
     The run key is ``aux_new_products:<day>:<digest>``, the digest a short sha256 of the sorted
@@ -274,8 +270,8 @@ def plan_runs(
         digest = hashlib.sha256(b"".join(encoded[r] for r in ranks)).hexdigest()[:_DIGEST_CHARS]
         partition_key = date.fromordinal(day).isoformat()
         ids = tuple(dict.fromkeys(ordered[r][0] for r in ranks))
-        runs.append(PlannedRun(partition_key, f"{RUN_KEY_PREFIX}:{partition_key}:{digest}", ids))
-    return Plan(runs, skipped, n_unmapped)
+        runs.append(DayRun(partition_key, f"{RUN_KEY_PREFIX}:{partition_key}:{digest}", ids))
+    return RunsToRequest(runs, skipped, n_unmapped)
 
 
 @dataclass(frozen=True)

@@ -21,17 +21,33 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 
 import pystac
 
+from aux_assets.documents import (
+    ANY_UNIT,
+    Candidate,
+    SearchDocument,
+    SearchProduct,
+    WindowJson,
+    day_document,
+    feature_collection,
+)
 from aux_assets.filters import JsonDict, WindowKind, window_filter
 from aux_assets.products import ProductSpec
-from aux_assets.search import SearchError, SearchRequest, Source
-from aux_assets.selection import generation_time, policy_window_kind, select, validity
-from aux_assets.urls import strip_userinfo
+from aux_assets.selection import (
+    CLOSEST_EDGE,
+    Margins,
+    Validity,
+    generation_time,
+    policy_window_kind,
+    select,
+    validity,
+)
+from aux_assets.sources.base import SearchError, SearchRequest, Source
 
 
 @dataclass(frozen=True)
@@ -49,21 +65,47 @@ class Window:
                 f"{self.start.isoformat()}"
             )
 
+    def to_json(self) -> WindowJson:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
 
-def feature(item: pystac.Item) -> JsonDict:
-    """An item as a GeoJSON Feature dict, its hrefs as given but without userinfo: a password
-    written into a source's href is neither sent (see ``transfer``) nor shown in a document."""
-    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
-    for entry in [*doc.get("assets", {}).values(), *doc.get("links", [])]:
-        entry["href"] = strip_userinfo(entry["href"])
-    return doc
+    def widened(self, margins: Margins) -> Validity:
+        """This window's processing window W (with the margins)."""
+        return margins.widen(self.start, self.end)
 
 
-def feature_collection(items: Sequence[pystac.Item]) -> JsonDict:
-    return {"type": "FeatureCollection", "features": [feature(i) for i in items]}
+def _parse_time(text: str, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{field}={text!r} is not an ISO 8601 datetime; use e.g. 2026-01-05T10:00:00Z"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _summary(item: pystac.Item) -> JsonDict:
+def windows_of(
+    keys: Sequence[str], window_start: str | None = None, window_end: str | None = None
+) -> list[Window]:
+    """The windows of daily partition keys (``YYYY-MM-DD``: the UTC day), or of one key given
+    the ISO datetimes ``window_start`` and ``window_end`` (naive ones are UTC)."""
+    if window_start is None and window_end is None:
+        days = [datetime.fromisoformat(key).replace(tzinfo=UTC) for key in keys]
+        return [
+            Window(key, day, day + timedelta(days=1)) for key, day in zip(keys, days, strict=True)
+        ]
+    if not (window_start and window_end) or len(keys) != 1:
+        raise ValueError("window_start and window_end go together, on a single-partition run")
+    start = _parse_time(window_start, "window_start")
+    end = _parse_time(window_end, "window_end")
+    if end < start:
+        raise ValueError(
+            f"window_end {end.isoformat()} is before window_start {start.isoformat()}; "
+            "swap them or fix the dates"
+        )
+    return [Window(keys[0], start, end)]
+
+
+def _summary(item: pystac.Item) -> Candidate:
     v = validity(item)
     return {
         "id": item.id,
@@ -76,13 +118,7 @@ def _summary(item: pystac.Item) -> JsonDict:
 
 # Closest policies compare one validity edge with the window centre; they are searched within
 # LOOKAROUND of the window first, and without bound only when that cannot prove the nearest.
-CLOSEST_EDGE = {
-    "ClosestStartValidity": "start",
-    "ClosestStopValidity": "end",
-    "LatestValidityClosest": "start",
-}
 LOOKAROUND = timedelta(days=7)
-_ANY = "*"  # the unit when the main type found nothing at all and no platforms were listed
 
 
 class _Searcher:
@@ -131,10 +167,11 @@ class _Searcher:
             kind = "intersect"
         elif bounded and spec.policy in CLOSEST_EDGE:
             kind, around = "intersect", LOOKAROUND
-        start = min(w.start for w in self.windows) - timedelta(seconds=spec.margin_before_s)
-        end = max(w.end for w in self.windows) + timedelta(seconds=spec.margin_after_s)
-        start, end = start - around, end + around
-        cql = window_filter(spec.product_type, start, end, kind, spec.platforms)
+        first, last = min(w.start for w in self.windows), max(w.end for w in self.windows)
+        span = spec.margins.widen(first, last)
+        cql = window_filter(
+            spec.product_type, span.start - around, span.end + around, kind, spec.platforms
+        )
         request = SearchRequest(
             filter=cql, collections=spec.source_collections, timeout_s=self.timeout_s
         )
@@ -179,11 +216,11 @@ def select_covering(
     chosen = select(items, policy, start, end, margin_before_s, margin_after_s)
     if policy_window_kind(policy) != "cover":
         return chosen, ([] if chosen else [(start, end)])
-    before, after = timedelta(seconds=margin_before_s), timedelta(seconds=margin_after_s)
+    margins = Margins(margin_before_s, margin_after_s)
     edges = {start, end}
     for item in items:
-        v = validity(item)
-        for edge in (v.start + before, v.end - after):
+        covered = margins.covering(validity(item))
+        for edge in (covered.start, covered.end):
             if start < edge < end:
                 edges.add(edge)
     points = sorted(edges)
@@ -215,9 +252,8 @@ def _closest_proven(spec: ProductSpec, window: Window, items: Sequence[pystac.It
     """True when no file outside the look-around can be closer than one found inside it:
     every unit has a file whose compared edge lies within :data:`LOOKAROUND` of the centre
     (files not found have both edges farther than that)."""
-    w0 = window.start - timedelta(seconds=spec.margin_before_s)
-    w1 = window.end + timedelta(seconds=spec.margin_after_s)
-    centre = w0 + (w1 - w0) / 2
+    w = window.widened(spec.margins)
+    centre = w.start + (w.end - w.start) / 2
     edge = CLOSEST_EDGE[spec.policy]
     units = _by_unit(spec, items)
     return bool(units) and all(
@@ -226,12 +262,12 @@ def _closest_proven(spec: ProductSpec, window: Window, items: Sequence[pystac.It
     )
 
 
-def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> JsonDict:
+def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> SearchProduct:
     found = searcher.candidates(spec)
     if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found.items):
         found = searcher.candidates(spec, bounded=False)
     candidates = found.items
-    units = _by_unit(spec, candidates) or {_ANY: []}
+    units = _by_unit(spec, candidates) or {ANY_UNIT: []}
     selected: list[pystac.Item] = []
     used: dict[str, list[str]] = {}
     missing: dict[str, list[list[str]]] = {}
@@ -250,7 +286,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Jso
                 break
             alt = spec.alternative(alt_type)
             alt_units = _by_unit(alt, searcher.candidates(alt).items)
-            alt_items = [i for u, g in alt_units.items() if unit in (_ANY, u) for i in g]
+            alt_items = [i for u, g in alt_units.items() if unit in (ANY_UNIT, u) for i in g]
             remaining: list[Gap] = []
             for low, high in gaps:
                 more, left = select_covering(
@@ -287,10 +323,8 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Jso
 
 
 def _touches(item: pystac.Item, spec: ProductSpec, window: Window) -> bool:
-    v = validity(item)
-    w0 = window.start - timedelta(seconds=spec.margin_before_s)
-    w1 = window.end + timedelta(seconds=spec.margin_after_s)
-    return policy_window_kind(spec.policy) == "any" or (v.start <= w1 and v.end >= w0)
+    v, w = validity(item), window.widened(spec.margins)
+    return policy_window_kind(spec.policy) == "any" or (v.start <= w.end and v.end >= w.start)
 
 
 def plan_windows(
@@ -301,14 +335,14 @@ def plan_windows(
     timeout_s: float | None = None,
     max_workers: int = 8,
     log: Callable[[str], None] = lambda _: None,
-) -> dict[str, JsonDict]:
+) -> dict[str, SearchDocument]:
     """For each window, each product type: candidates, the policy's selection, what is missing.
 
     Searches run in parallel (I/O bound), one per product type and source.
     """
     searcher = _Searcher(sources, windows, timeout_s)
 
-    def run(spec: ProductSpec) -> list[JsonDict]:
+    def run(spec: ProductSpec) -> list[SearchProduct]:
         try:
             return [_plan_product(spec, searcher, window) for window in windows]
         except SearchError as exc:
@@ -316,14 +350,10 @@ def plan_windows(
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
         per_spec = list(pool.map(run, specs))
-    documents: dict[str, JsonDict] = {}
+    documents: dict[str, SearchDocument] = {}
     for i, window in enumerate(windows):
         products = [entries[i] for entries in per_spec]
-        documents[window.key] = {
-            "partition": window.key,
-            "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
-            "products": products,
-        }
+        documents[window.key] = day_document(window.key, window.to_json(), products)
         for product in products:
             log(
                 f"{window.key} {product['product_type']}: {product['n_candidates']} candidates, "
@@ -344,7 +374,7 @@ def plan_raw(
     limit: int | None = None,
     unpack: bool = False,
     timeout_s: float | None = None,
-) -> dict[str, JsonDict]:
+) -> dict[str, SearchDocument]:
     """The seed's generic mode: every item matching a raw CQL2 filter is to be staged.
 
     The filter is sent as given (the windows only name the partitions it is recorded under).
@@ -356,7 +386,7 @@ def plan_raw(
         timeout_s=timeout_s,
     )
     items = source.search(request)
-    entry: dict[str, Any] = {
+    entry: SearchProduct = {
         "product_type": "cql2",
         "source": source_name,
         "collection": collection,
@@ -368,14 +398,7 @@ def plan_raw(
         "n_candidates": len(items),
         "candidates": [{"id": i.id} for i in items],
         "used_types": {},
-        "missing_units": [] if items else ["any"],
+        "missing_units": [] if items else [ANY_UNIT],
         "selected": feature_collection(items),
     }
-    return {
-        w.key: {
-            "partition": w.key,
-            "window": {"start": w.start.isoformat(), "end": w.end.isoformat()},
-            "products": [entry],
-        }
-        for w in windows
-    }
+    return {w.key: day_document(w.key, w.to_json(), [entry]) for w in windows}

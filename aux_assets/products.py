@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from aux_assets.names import UnsafeNameError, check_collection_id, check_safe_name
-from aux_assets.selection import POLICIES
-from aux_assets.sources import UnknownSourceError, check_source
+from aux_assets.selection import POLICIES, Margins
+from aux_assets.sources.profiles import UnknownSourceError, check_source
+from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
 DEMO_PRODUCTS_FILE = Path(__file__).with_name("demo_products.yaml")
 _PRODUCT_TYPE = re.compile(r"^[A-Za-z0-9_]{3,40}$")
@@ -95,6 +95,11 @@ class ProductSpec(BaseModel):
         for alt in value:
             cls._product_type(alt)
         return value
+
+    @property
+    def margins(self) -> Margins:
+        """This entry's margins dt0 and dt1."""
+        return Margins(self.margin_before_s, self.margin_after_s)
 
     def alternative(self, product_type: str) -> ProductSpec:
         """The spec used for an alternative type: this entry's settings, another type."""

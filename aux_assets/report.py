@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 from datetime import date
 from typing import Any, NamedTuple
 
-from aux_assets.resources import aux_home
-from aux_assets.urls import file_path
+from aux_assets.settings import aux_home
+from aux_assets.utils.urls import file_path
 
 
 class Row(NamedTuple):
@@ -47,6 +47,24 @@ def summary_rows(documents: Mapping[str, Any]) -> Iterator[Row]:
                         asset.get("file:checksum", ""),
                         urls.get(feature["id"], ""),
                     )
+
+
+def summary_table(documents: Mapping[str, Any]) -> str:
+    """The rows as a markdown table (the materialization's summary in the UI)."""
+    lines = [
+        "| day | product type | selected item | policy | storage href | size | checksum |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in summary_rows(documents):
+        checksum = f"`{row.checksum}`" if row.checksum else ""
+        item = row.item_id or "(none)"
+        if row.item_url:
+            item = f"[{item}]({row.item_url})"
+        lines.append(
+            f"| {row.day} | {row.product_type} | {item} | {row.policy} | "
+            f"{row.href} | {row.size if row.size is not None else ''} | {checksum} |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

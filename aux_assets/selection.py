@@ -97,36 +97,32 @@ from typing import Any, Final, Literal
 import pystac
 from pystac.utils import str_to_datetime
 
-POLICIES: tuple[str, ...] = (
-    "ValCover",
-    "LatestValCover",
-    "ValIntersect",
-    "LatestValIntersect",
-    "ValIntersectWithoutDuplicate",
-    "LatestValidity",
-    "LatestStopValidity",
-    "LatestValidityClosest",
-    "ClosestStartValidity",
-    "ClosestStopValidity",
-    "BestCentredCover",
-    "LatestValCoverClosest",
-    "LargestOverlap",
-    "LargestOverlap85",
-    "LatestGeneration",
-)
-
-_COVER_POLICIES = frozenset(
-    {"ValCover", "LatestValCover", "BestCentredCover", "LatestValCoverClosest"}
-)
-_INTERSECT_POLICIES = frozenset(
-    {
-        "ValIntersect",
-        "LatestValIntersect",
-        "ValIntersectWithoutDuplicate",
-        "LargestOverlap",
-        "LargestOverlap85",
-    }
-)
+Family = Literal["cover", "intersect", "closest", "latest"]
+# every policy (names as ESA writes them, in the order messages list them) and its family
+_FAMILIES: dict[str, Family] = {
+    "ValCover": "cover",
+    "LatestValCover": "cover",
+    "ValIntersect": "intersect",
+    "LatestValIntersect": "intersect",
+    "ValIntersectWithoutDuplicate": "intersect",
+    "LatestValidity": "latest",
+    "LatestStopValidity": "latest",
+    "LatestValidityClosest": "closest",
+    "ClosestStartValidity": "closest",
+    "ClosestStopValidity": "closest",
+    "BestCentredCover": "cover",
+    "LatestValCoverClosest": "cover",
+    "LargestOverlap": "intersect",
+    "LargestOverlap85": "intersect",
+    "LatestGeneration": "latest",
+}
+POLICIES: tuple[str, ...] = tuple(_FAMILIES)
+# the validity edge a closest policy compares with the window centre
+CLOSEST_EDGE: dict[str, Literal["start", "end"]] = {
+    "ClosestStartValidity": "start",
+    "ClosestStopValidity": "end",
+    "LatestValidityClosest": "start",
+}
 
 _MIN = datetime.min.replace(tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
@@ -163,18 +159,80 @@ def check_policy(policy: str) -> str:
     )
 
 
+def policy_family(policy: str) -> Family:
+    """``cover``: the file must cover W; ``intersect``: it must meet W; ``closest``: one
+    validity edge is compared with W's centre; ``latest``: the window does not matter."""
+    return _FAMILIES[check_policy(policy)]
+
+
 def policy_window_kind(policy: str) -> Literal["cover", "intersect", "any"]:
     """Which server-side prefilter keeps every file ``policy`` could select.
 
     ``"cover"``: vs <= W0 and ve >= W1; ``"intersect"``: vs <= W1 and ve >= W0; ``"any"``: no
-    validity filter. W includes the margins (:func:`processing_window`).
+    validity filter. W includes the margins (:class:`Margins`).
     """
-    check_policy(policy)
-    if policy in _COVER_POLICIES:
-        return "cover"
-    if policy in _INTERSECT_POLICIES:
-        return "intersect"
-    return "any"
+    family = policy_family(policy)
+    if family == "closest" or family == "latest":
+        return "any"
+    return family
+
+
+def _shift(t: datetime, delta: timedelta) -> datetime:
+    """``t + delta``, held at the ends of the date range."""
+    try:
+        return t + delta
+    except OverflowError:
+        return _MAX if delta > timedelta(0) else _MIN
+
+
+@dataclass(frozen=True)
+class Margins:
+    """The margins dt0 (``before_s``) and dt1 (``after_s``) of a products entry: the one place
+    where a window and its margins are combined.
+
+    The processing window of ``[start, end]`` is W = [start - dt0, end + dt1] (:meth:`widen`).
+    The inverse questions, which windows a validity covers or meets, are :meth:`covering` and
+    :meth:`meeting`.
+    """
+
+    before_s: float = 0
+    after_s: float = 0
+
+    def __post_init__(self) -> None:
+        for name, margin in (("margin_before_s", self.before_s), ("margin_after_s", self.after_s)):
+            if not math.isfinite(margin) or margin < 0:
+                raise ValueError(
+                    f"{name} must be a finite number of seconds >= 0 (margins only enlarge the "
+                    f"window), got {margin!r}"
+                )
+
+    @property
+    def before(self) -> timedelta:
+        return timedelta(seconds=self.before_s)
+
+    @property
+    def after(self) -> timedelta:
+        return timedelta(seconds=self.after_s)
+
+    def widen(self, start: datetime, end: datetime) -> Validity:
+        """W = [start - dt0, end + dt1]; ``ValueError`` if it leaves the date range."""
+        try:
+            return Validity(start - self.before, end + self.after)
+        except OverflowError as exc:
+            raise ValueError(
+                f"window [{start.isoformat()}, {end.isoformat()}] with margins "
+                f"({self.before_s} s, {self.after_s} s) leaves the supported date range"
+            ) from exc
+
+    def covering(self, v: Validity) -> Validity:
+        """The span of the windows whose W lies inside ``v``: [vs + dt0, ve - dt1] (may be
+        empty: end before start)."""
+        return Validity(_shift(v.start, self.before), _shift(v.end, -self.after))
+
+    def meeting(self, v: Validity) -> Validity:
+        """The span the windows whose W meets ``v`` touch: a window [s, e] meets it when
+        s <= ve + dt0 and e >= vs - dt1."""
+        return Validity(_shift(v.start, -self.after), _shift(v.end, self.before))
 
 
 def processing_window(
@@ -186,24 +244,11 @@ def processing_window(
             raise ValueError(
                 f"{name} {value.isoformat()} is a naive datetime; pass a timezone-aware one (UTC)"
             )
-    for name, margin in (("margin_before_s", margin_before_s), ("margin_after_s", margin_after_s)):
-        if not math.isfinite(margin) or margin < 0:
-            raise ValueError(
-                f"{name} must be a finite number of seconds >= 0 (margins only enlarge the "
-                f"window), got {margin!r}"
-            )
+    margins = Margins(margin_before_s, margin_after_s)
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     if end < start:
         raise ValueError(f"window end {end.isoformat()} is before its start {start.isoformat()}")
-    try:
-        return Validity(
-            start - timedelta(seconds=margin_before_s), end + timedelta(seconds=margin_after_s)
-        )
-    except OverflowError as exc:
-        raise ValueError(
-            f"window [{start.isoformat()}, {end.isoformat()}] with margins "
-            f"({margin_before_s} s, {margin_after_s} s) leaves the supported date range"
-        ) from exc
+    return margins.widen(start, end)
 
 
 def _parse(value: object, item: pystac.Item, name: str) -> datetime:

@@ -154,7 +154,7 @@ def pgstac_registration(
     """Register ``n`` items with ``StacApiCatalog.upsert`` (bulk batches, ``max_in_flight`` at
     once) into a new collection, ``repeats`` times; then look all of them up once."""
     try:
-        from aux_assets.stac_catalog import StacApiCatalog
+        from aux_assets.catalog.stac_api import StacApiCatalog
     except ImportError as exc:
         return [Extra("pgstac", f"SKIPPED: cannot import the catalog client: {exc}")]
     items = _registration_items(month, setup, n)

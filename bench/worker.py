@@ -27,8 +27,8 @@ def _items(path: Path) -> list[dict[str, Any]]:
 
 
 async def _engine(items: list[dict[str, Any]], out: Path, concurrency: int) -> dict[str, Any]:
-    from aux_assets.checksums import Checksum
-    from aux_assets.transfer import TransferEngine, TransferError, TransferRequest
+    from aux_assets.staging.transfer import TransferEngine, TransferError, TransferRequest
+    from aux_assets.utils.checksums import Checksum
 
     requests, finals = [], []
     for item in items:
@@ -108,7 +108,7 @@ def _stager(
 def _dagster_once(home: Path, resources: dict[str, Any], first: str, last: str) -> dict[str, Any]:
     import dagster as dg
 
-    from aux_assets.assets import aux_catalog_items, aux_search_results, aux_staged_items
+    from aux_assets.defs.assets import aux_catalog_items, aux_search_results, aux_staged_items
 
     assets = [aux_search_results, aux_staged_items, aux_catalog_items]
     job = dg.Definitions(assets=assets, resources=resources).resolve_implicit_global_asset_job_def()
@@ -156,9 +156,9 @@ def _dagster_once(home: Path, resources: dict[str, Any], first: str, last: str) 
 def _dagster(
     items_path: Path, home: Path, concurrency: int, days: int, rerun: bool
 ) -> dict[str, Any]:
-    from aux_assets.assets import IO_MANAGER
-    from aux_assets.io import JsonPartitionIOManager
-    from aux_assets.resources import build_resources
+    from aux_assets.defs.assets import IO_MANAGER
+    from aux_assets.defs.io_managers import JsonPartitionIOManager
+    from aux_assets.defs.resources import build_resources
 
     env = {
         "AUX_ASSETS_HOME": str(home),
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report: dict[str, Any]
     if args.mode == "idle":
-        import aux_assets.staging  # noqa: F401  (what the stager imports)
+        import aux_assets.staging.stager  # noqa: F401  (what the stager imports)
 
         report = {}
     elif args.items is None or args.out is None:

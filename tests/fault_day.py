@@ -24,13 +24,14 @@ from urllib.parse import urlparse
 import pystac
 
 import aux_assets
-from aux_assets.checksums import Checksum, new_hasher
+from aux_assets.auth import Auth
 from aux_assets.planning import Window, plan_windows
 from aux_assets.products import load_products
-from aux_assets.search import LocalStacSource
-from aux_assets.staging import StageTask, asset_filename
-from aux_assets.transfer import Auth
-from aux_assets.urls import file_path
+from aux_assets.sources import LocalStacSource
+from aux_assets.staging import StageTask
+from aux_assets.staging.items import asset_filename
+from aux_assets.utils.checksums import Checksum, new_hasher
+from aux_assets.utils.urls import file_path
 
 DAY = "2026-01-05"
 SOURCE = "auxip"

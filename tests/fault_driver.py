@@ -20,11 +20,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aux_assets import catalog, staging
-from aux_assets.auth import OAuth2Auth, OAuth2Settings
+from aux_assets import staging
+from aux_assets.auth import Auth, OAuth2Auth, OAuth2Settings
 from aux_assets.catalog import LocalCatalog
+from aux_assets.catalog import static as catalog
 from aux_assets.storage import LocalStorage
-from aux_assets.transfer import Auth, RetryPolicy
+from aux_assets.utils.retry import RetryPolicy
 from tests.fault_day import DayTask, served_tasks
 from tests.fault_server import CLIENT_ID, CLIENT_SECRET
 

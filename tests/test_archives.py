@@ -15,7 +15,7 @@ from typing import Literal
 
 import pytest
 
-from aux_assets.archives import (
+from aux_assets.staging.archives import (
     ARCHIVE_SUFFIXES,
     ArchiveError,
     ExtractedFile,

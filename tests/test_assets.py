@@ -13,12 +13,17 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
-from aux_assets.checksums import Checksum
-from aux_assets.io import JsonPartitionIOManager
+from aux_assets.defs.assets import (
+    IO_MANAGER,
+    aux_catalog_items,
+    aux_search_results,
+    aux_staged_items,
+)
+from aux_assets.defs.io_managers import JsonPartitionIOManager
+from aux_assets.defs.resources import build_resources
 from aux_assets.products import ProductsFileError, load_products
-from aux_assets.resources import build_resources
-from aux_assets.urls import file_path
+from aux_assets.utils.checksums import Checksum
+from aux_assets.utils.urls import file_path
 
 ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
 DAY = "2026-01-05"

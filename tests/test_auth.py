@@ -15,9 +15,11 @@ from aux_assets.auth import (
     AuthError,
     OAuth2Auth,
     OAuth2Settings,
+    StaticAuth,
     auth_from_env,
 )
-from aux_assets.transfer import StaticAuth, TransferEngine, TransferRequest
+from aux_assets.sources.profiles import profile
+from aux_assets.staging.transfer import TransferEngine, TransferRequest
 from tests.fixtures.oauth import RESOURCE_BODY, GrantRequest, OAuthServer
 
 
@@ -409,7 +411,8 @@ def test_auth_origins_extend_where_the_oauth2_token_goes() -> None:
         "AUX_CDSE_USERNAME": "u",
         "AUX_CDSE_PASSWORD": "p",
     }
-    cdse = auth_from_env("AUX_CDSE", env, "https://stac.dataspace.copernicus.eu/v1/")
+    root, origins = "https://stac.dataspace.copernicus.eu/v1/", profile("cdse").auth_origins
+    cdse = auth_from_env("AUX_CDSE", env, root, origins)
     assert isinstance(cdse, OAuth2Auth)
     assert "https://download.dataspace.copernicus.eu" in cdse.settings.extra_origins
     custom = {f"AUX_PRIP{k.removeprefix('AUX_CDSE')}": v for k, v in env.items()}

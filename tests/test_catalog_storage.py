@@ -6,13 +6,13 @@ from pathlib import Path
 import pystac
 import pytest
 
-from aux_assets.backends import open_catalog, open_storage
-from aux_assets.catalog import CatalogError, LocalCatalog
-from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id
-from aux_assets.s3_storage import S3Storage
-from aux_assets.stac_catalog import StacApiCatalog
-from aux_assets.storage import LocalStorage, StorageError, sweep_leftovers
-from aux_assets.urls import file_path
+from aux_assets.catalog import CatalogError, LocalCatalog, open_catalog
+from aux_assets.catalog.stac_api import StacApiCatalog
+from aux_assets.storage import LocalStorage, StorageError, open_storage
+from aux_assets.storage.base import sweep_leftovers
+from aux_assets.storage.s3 import S3Storage
+from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_item_id
+from aux_assets.utils.urls import file_path
 
 
 def _item(item_id: str, start: str = "2026-01-05T00:00:00Z", end: str = "2026-01-06T00:00:00Z"):

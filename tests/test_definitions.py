@@ -8,12 +8,17 @@ from datetime import UTC, datetime
 import dagster as dg
 import pytest
 
-from aux_assets import sensors
-from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
 from aux_assets.definitions import aux_daily_schedule, aux_job, defs
-from aux_assets.io import JsonPartitionIOManager
-from aux_assets.partitions import daily_partitions
-from aux_assets.resources import build_resources
+from aux_assets.defs import sensors
+from aux_assets.defs.assets import (
+    IO_MANAGER,
+    aux_catalog_items,
+    aux_search_results,
+    aux_staged_items,
+)
+from aux_assets.defs.io_managers import JsonPartitionIOManager
+from aux_assets.defs.partitions import daily_partitions
+from aux_assets.defs.resources import build_resources
 
 
 def test_definitions_load_and_name_the_contract():

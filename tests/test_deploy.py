@@ -7,7 +7,7 @@ import dagster as dg
 import psycopg2
 import pytest
 
-from aux_assets.pools import DagsterPoolGate, pool_name
+from aux_assets.defs.pools import DagsterPoolGate, pool_name
 
 DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 

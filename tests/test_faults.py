@@ -26,7 +26,7 @@ from aux_assets.auth import OAuth2Auth, OAuth2Settings
 from aux_assets.catalog import LocalCatalog
 from aux_assets.staging import Stager
 from aux_assets.storage import LocalStorage
-from aux_assets.transfer import RetryPolicy
+from aux_assets.utils.retry import RetryPolicy
 from tests.fault_day import (
     DayTask,
     check_catalog,

@@ -10,11 +10,11 @@ import pystac
 import pytest
 
 from aux_assets.catalog import CatalogError, LocalCatalog
-from aux_assets.gates import Admission, admitted
 from aux_assets.staging import Stager, StageTask
+from aux_assets.staging.gates import Admission, admitted
 from aux_assets.storage import LocalStorage
-from aux_assets.transfer import RetryPolicy
-from aux_assets.urls import file_path
+from aux_assets.utils.retry import RetryPolicy
+from aux_assets.utils.urls import file_path
 from tests.servers import ConnectionMeter, file_handler, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)

@@ -26,12 +26,13 @@ from pathlib import Path
 import pystac
 import pytest
 
+from aux_assets.auth import StaticAuth
 from aux_assets.catalog import LocalCatalog
 from aux_assets.filters import FilterError, parse_filter, window_filter
-from aux_assets.search import LocalStacSource, SearchRequest
+from aux_assets.sources import LocalStacSource, SearchRequest
 from aux_assets.staging import ItemOutcome, Stager, StageTask
 from aux_assets.storage import LocalStorage
-from aux_assets.transfer import RetryPolicy, StaticAuth
+from aux_assets.utils.retry import RetryPolicy
 from tests.fault_day import visible_files
 from tests.fault_server import FaultServer
 from tests.test_archives import make_tar, make_zip, tar_file, tar_of, tar_special, zip_special

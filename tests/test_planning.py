@@ -4,9 +4,10 @@ from itertools import pairwise
 import pystac
 import pytest
 
-from aux_assets.planning import Window, feature, plan_windows, select_covering
+from aux_assets.documents import feature
+from aux_assets.planning import Window, plan_windows, select_covering
 from aux_assets.products import ProductSpec
-from aux_assets.search import SearchRequest
+from aux_assets.sources import SearchRequest
 
 D = datetime(2026, 1, 5, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from aux_assets.pools import DEFAULT_POOL_SLOTS, DagsterPoolGate, pool_name
+from aux_assets.defs.pools import DEFAULT_POOL_SLOTS, DagsterPoolGate, pool_name
 from tests.servers import ConnectionMeter, file_handler, serve
 
 

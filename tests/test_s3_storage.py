@@ -14,9 +14,9 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
-from aux_assets.names import UnsafeNameError
-from aux_assets.s3_storage import S3Storage, s3_storage_from_url
 from aux_assets.storage import StorageError
+from aux_assets.storage.s3 import S3Storage, s3_storage_from_url
+from aux_assets.utils.names import UnsafeNameError
 from tests.fixtures.seaweedfs import S3Server
 
 MiB = 1024 * 1024
@@ -226,7 +226,7 @@ def test_from_url_errors_name_the_variable(
 _PEAK_SCRIPT = """
 import json, re, sys, time
 from pathlib import Path
-from aux_assets.s3_storage import s3_storage_from_url
+from aux_assets.storage.s3 import s3_storage_from_url
 
 def kib(field):
     return int(re.search(field + r":\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1])

@@ -4,8 +4,9 @@ from datetime import UTC, datetime
 import pystac
 import pytest
 
+from aux_assets.auth import StaticAuth
 from aux_assets.filters import FilterError, window_filter
-from aux_assets.search import (
+from aux_assets.sources import (
     LocalStacSource,
     SearchError,
     SearchRequest,
@@ -13,7 +14,7 @@ from aux_assets.search import (
     UnconfiguredSource,
     open_source,
 )
-from aux_assets.transfer import StaticAuth, origin_of
+from aux_assets.utils.urls import origin_of
 from tests.servers import serve, stac_api_handler
 
 

@@ -14,22 +14,27 @@ import pystac
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from aux_assets import sensors
-from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
+from aux_assets.defs import sensors
+from aux_assets.defs.assets import (
+    IO_MANAGER,
+    aux_catalog_items,
+    aux_search_results,
+    aux_staged_items,
+)
+from aux_assets.defs.io_managers import JsonPartitionIOManager
+from aux_assets.defs.partitions import daily_partitions
+from aux_assets.defs.resources import build_resources
+from aux_assets.defs.sensors import aux_new_products_sensor
 from aux_assets.discovery import (
     Cursor,
     affected_days,
     new_items_request,
-    plan_runs,
     published_time,
+    runs_to_request,
     settled_batch,
 )
 from aux_assets.filters import parse_filter
-from aux_assets.io import JsonPartitionIOManager
-from aux_assets.partitions import daily_partitions
 from aux_assets.products import ProductSpec
-from aux_assets.resources import build_resources
-from aux_assets.sensors import aux_new_products_sensor
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 FIRST = date.fromisoformat(daily_partitions.get_partition_keys()[0])
@@ -447,7 +452,7 @@ def test_unusable_dates_are_skipped_with_their_reason():
     with pytest.raises(ValueError, match="before start_datetime"):
         affected_days(broken, [_spec()], date(2026, 3, 1), date(2026, 3, 9))
     good = _item("GOOD", "AUX_X", "2026-03-05T01:00:00Z", "2026-03-05T02:00:00Z")
-    plan = plan_runs({"auxip": [broken, good]}, [_spec()], date(2026, 3, 1), date(2026, 3, 9))
+    plan = runs_to_request({"auxip": [broken, good]}, [_spec()], date(2026, 3, 1), date(2026, 3, 9))
     assert [r.partition_key for r in plan.runs] == ["2026-03-05"]
     assert [(s.source, s.item_id) for s in plan.skipped] == [("auxip", "BROKEN")]
     assert "before start_datetime" in plan.skipped[0].reason
@@ -459,21 +464,21 @@ def test_run_keys_are_stable_deduplicated_and_change_on_republication():
     a = _item("A", "AUX_X", "2026-03-05T01:00:00Z", "2026-03-06T12:00:00Z")
     b = _item("B", "AUX_X", "2026-03-05T03:00:00Z", "2026-03-05T04:00:00Z")
     c = _item("C", "AUX_Y", "2026-03-05T05:00:00Z", "2026-03-05T06:00:00Z")
-    plan = plan_runs({"auxip": [a, b, b], "prip": [c]}, specs, first, last)
+    plan = runs_to_request({"auxip": [a, b, b], "prip": [c]}, specs, first, last)
     assert [(r.partition_key, r.item_ids) for r in plan.runs] == [
         ("2026-03-05", ("A", "B", "C")),
         ("2026-03-06", ("A",)),
     ]
     key = plan.runs[0].run_key
     assert key.startswith("aux_new_products:2026-03-05:") and len(key.rsplit(":", 1)[1]) == 16
-    shuffled = plan_runs({"prip": [c], "auxip": [b, a]}, specs, first, last)
+    shuffled = runs_to_request({"prip": [c], "auxip": [b, a]}, specs, first, last)
     assert shuffled.runs == plan.runs
     b2 = b.clone()
     b2.properties["published"] = "2030-01-01T00:00:00Z"
-    republished = plan_runs({"auxip": [a, b2], "prip": [c]}, specs, first, last)
+    republished = runs_to_request({"auxip": [a, b2], "prip": [c]}, specs, first, last)
     assert republished.runs[0].run_key != key
     assert republished.runs[1].run_key == plan.runs[1].run_key  # 03-06: A alone, unchanged
-    moved = plan_runs({"auxip": [a, b]}, specs, first, last)  # C not there: another set
+    moved = runs_to_request({"auxip": [a, b]}, specs, first, last)  # C not there: another set
     assert moved.runs[0].run_key != key
 
 
@@ -534,7 +539,7 @@ def test_mapping_ten_thousand_items_is_fast():
         end = _iso(start + timedelta(hours=26)) if kind == "AUX_X" else None
         items.append(_item(f"I{i}", kind, _iso(start), end))
     started = time.perf_counter()
-    plan = plan_runs({"auxip": items}, specs, first, last, latest_from=date(2026, 11, 17))
+    plan = runs_to_request({"auxip": items}, specs, first, last, latest_from=date(2026, 11, 17))
     seconds = time.perf_counter() - started
     print(f"\nplan_runs over 10,000 items: {seconds:.2f} s, {len(plan.runs)} runs")
     assert seconds < 5 and len(plan.runs) == (last - first).days + 1

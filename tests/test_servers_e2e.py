@@ -21,11 +21,16 @@ import pytest
 from obstore.store import S3Store
 from pystac_client import Client
 
-from aux_assets.assets import IO_MANAGER, aux_catalog_items, aux_search_results, aux_staged_items
-from aux_assets.checksums import Checksum
-from aux_assets.io import JsonPartitionIOManager
-from aux_assets.resources import build_resources
-from aux_assets.stac_catalog import StacApiCatalog
+from aux_assets.catalog.stac_api import StacApiCatalog
+from aux_assets.defs.assets import (
+    IO_MANAGER,
+    aux_catalog_items,
+    aux_search_results,
+    aux_staged_items,
+)
+from aux_assets.defs.io_managers import JsonPartitionIOManager
+from aux_assets.defs.resources import build_resources
+from aux_assets.utils.checksums import Checksum
 from tests.servers import file_handler, serve
 
 ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]

@@ -18,11 +18,12 @@ import pystac
 import pytest
 from pystac_client import Client
 
+from aux_assets.auth import StaticAuth
 from aux_assets.catalog import CatalogError
+from aux_assets.catalog.stac_api import GLOBAL_BBOX, StacApiCatalog
 from aux_assets.filters import ids_filter
-from aux_assets.names import UnsafeNameError
-from aux_assets.stac_catalog import GLOBAL_BBOX, StacApiCatalog
-from aux_assets.transfer import RetryPolicy, StaticAuth
+from aux_assets.utils.names import UnsafeNameError
+from aux_assets.utils.retry import RetryPolicy
 from tests.fixtures.pgstac import PgstacApi, unique_collection_id
 from tests.servers import Handler, send, serve, stac_api_handler
 

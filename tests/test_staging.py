@@ -9,11 +9,11 @@ import pystac
 import pytest
 
 from aux_assets.catalog import LocalCatalog
-from aux_assets.checksums import Checksum
 from aux_assets.staging import Stager, StageTask
 from aux_assets.storage import LocalStorage
-from aux_assets.transfer import RetryPolicy
-from aux_assets.urls import file_path
+from aux_assets.utils.checksums import Checksum
+from aux_assets.utils.retry import RetryPolicy
+from aux_assets.utils.urls import file_path
 from tests.servers import file_handler, send, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)

@@ -31,19 +31,18 @@ import certifi
 import pytest
 from yarl import URL
 
-from aux_assets.checksums import Checksum
-from aux_assets.transfer import (
-    RetryPolicy,
-    StaticAuth,
+from aux_assets.auth import StaticAuth
+from aux_assets.staging.transfer import (
     TransferEngine,
     TransferError,
     TransferRequest,
     TransferResult,
     _describe,
     _tls_context,
-    origin_of,
-    redact_url,
 )
+from aux_assets.utils.checksums import Checksum
+from aux_assets.utils.retry import RetryPolicy
+from aux_assets.utils.urls import origin_of, redact_url
 from tests.fixtures.servers_required import unavailable
 
 SECRET = "s3cr3t-TOKEN-value"

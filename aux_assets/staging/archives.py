@@ -25,7 +25,7 @@ from operator import attrgetter
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol, cast
 
-from aux_assets.names import UnsafeNameError, check_safe_name
+from aux_assets.utils.names import UnsafeNameError, check_safe_name
 
 # suffix -> format; longest suffixes first so that ".tar.gz" wins over ".gz"
 _FORMAT_OF: dict[str, str] = {

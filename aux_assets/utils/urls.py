@@ -1,10 +1,12 @@
-"""URLs parsed one way everywhere: local paths from ``file://`` URLs and plain paths, and
-hrefs without their userinfo."""
+"""URLs parsed one way everywhere: local paths from ``file://`` URLs and plain paths, origins
+(what credentials are bound to), hrefs without their userinfo, and URLs safe for messages."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class LocalURLError(ValueError):
@@ -34,3 +36,26 @@ def strip_userinfo(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` with a lower-case host and the default port left out."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    if port is None or port == _DEFAULT_PORTS.get(scheme):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def redact_url(url: str) -> str:
+    """``url`` without userinfo, query string or fragment, for messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

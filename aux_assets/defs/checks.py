@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import dagster as dg
+
+from aux_assets.documents import (
+    CatalogDocument,
+    SearchDocument,
+    StagedDocument,
+    failed_items,
+    mandatory_gaps,
+    uncovered,
+)
 
 MANDATORY_CANDIDATES = dg.AssetCheckSpec(
     "mandatory_candidates",
@@ -27,17 +35,8 @@ CATALOG_COVERAGE = dg.AssetCheckSpec(
 )
 
 
-def _gaps(documents: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{key} {p['product_type']} ({', '.join(p['missing_units'])})"
-        for key, doc in sorted(documents.items())
-        for p in doc["products"]
-        if p["mandatory"] and p["missing_units"]
-    ]
-
-
-def mandatory_candidates(documents: Mapping[str, Any]) -> dg.AssetCheckResult:
-    gaps = _gaps(documents)
+def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dg.AssetCheckResult:
+    gaps = mandatory_gaps(documents)
     return dg.AssetCheckResult(
         check_name=MANDATORY_CANDIDATES.name,
         passed=not gaps,
@@ -47,14 +46,8 @@ def mandatory_candidates(documents: Mapping[str, Any]) -> dg.AssetCheckResult:
     )
 
 
-def all_staged_verified(documents: Mapping[str, Any]) -> dg.AssetCheckResult:
-    failed = {
-        f"{o['collection']}/{o['item_id']}": o["reason"]
-        for doc in documents.values()
-        for p in doc["products"]
-        for o in p["items"]
-        if o["status"] == "failed"
-    }
+def all_staged_verified(documents: Mapping[str, StagedDocument]) -> dg.AssetCheckResult:
+    failed = failed_items(documents)
     return dg.AssetCheckResult(
         check_name=ALL_STAGED_VERIFIED.name,
         passed=not failed,
@@ -63,16 +56,11 @@ def all_staged_verified(documents: Mapping[str, Any]) -> dg.AssetCheckResult:
     )
 
 
-def catalog_coverage(documents: Mapping[str, Any]) -> dg.AssetCheckResult:
-    uncovered = [
-        f"{key} {product_type}"
-        for key, doc in sorted(documents.items())
-        for product_type, covered in doc["coverage"].items()
-        if not covered
-    ]
+def catalog_coverage(documents: Mapping[str, CatalogDocument]) -> dg.AssetCheckResult:
+    gaps = uncovered(documents)
     return dg.AssetCheckResult(
         check_name=CATALOG_COVERAGE.name,
-        passed=not uncovered,
-        metadata={"uncovered": dg.MetadataValue.json(uncovered), "n_uncovered": len(uncovered)},
-        description="not covered: " + "; ".join(uncovered[:20]) if uncovered else None,
+        passed=not gaps,
+        metadata={"uncovered": dg.MetadataValue.json(gaps), "n_uncovered": len(gaps)},
+        description="not covered: " + "; ".join(gaps[:20]) if gaps else None,
     )

@@ -1,6 +1,6 @@
 """Dagster resources: one per source, the catalog, the storage and the products file.
 
-Configuration comes from the environment (architecture.md, section 5). Secrets are passed as
+Configuration comes from the environment (the README's tables). Secrets are passed as
 ``dg.EnvVar`` so that their values never appear in the definitions, the UI or the logs.
 """
 
@@ -14,27 +14,14 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
-from aux_assets.auth import auth_from_env
-from aux_assets.backends import open_catalog, open_storage
-from aux_assets.catalog import Catalog
+from aux_assets.auth import Auth, auth_from_env
+from aux_assets.catalog import Catalog, open_catalog
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
-from aux_assets.search import LocalStacSource, Source, open_source
-from aux_assets.sources import SOURCES, resource_key
-from aux_assets.storage import Storage
-from aux_assets.transfer import Auth
-
-PUBLIC_ROOTS = {
-    "cdse": "https://stac.dataspace.copernicus.eu/v1/",
-    "earthdatahub": "https://earthdatahub.destine.eu/api/stac/v1",
-}
-DEFAULT_MAX_CONNECTIONS = {"cdse": 4}
-
-
-def aux_home(env: Mapping[str, str] | None = None) -> Path:
-    """``AUX_ASSETS_HOME`` (default ``./.aux_assets``), absolute."""
-    env = os.environ if env is None else env
-    return Path(env.get("AUX_ASSETS_HOME") or ".aux_assets").resolve()
+from aux_assets.settings import aux_home, positive_int_env
+from aux_assets.sources import LocalStacSource, Source, open_source
+from aux_assets.sources.profiles import PROFILES, profile
+from aux_assets.storage import Storage, open_storage
 
 
 class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -66,9 +53,13 @@ class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
                 if getattr(self, name)
             }
             values = {f"{self.prefix}_{name}": value for name, value in fields.items()}
-            self._auth = auth_from_env(self.prefix, values, self.url)
+            self._auth = auth_from_env(self.prefix, values, self.url, self._auth_origins())
             self._auth_built = True
         return self._auth
+
+    def _auth_origins(self) -> tuple[str, ...]:
+        """The origins besides the URL's that may receive the OAuth2 token by default."""
+        return ()
 
 
 class SourceResource(_Credentials):
@@ -78,15 +69,27 @@ class SourceResource(_Credentials):
     max_connections: int = 8
     _source: Source | None = PrivateAttr(default=None)
 
+    def _auth_origins(self) -> tuple[str, ...]:
+        return profile(self.name).auth_origins
+
     def open(self) -> Source:
         """The search client (built once per resource instance)."""
         if self._source is None:
-            if self.name == "auxip" and not self.url:
+            if profile(self.name).embedded_sample and not self.url:
                 sample = ensure_sample(Path(self.home) / "sample")
                 self._source = LocalStacSource(self.name, sample)
             else:
                 self._source = open_source(self.name, self.url, self.auth(), self.timeout_s)
         return self._source
+
+
+SOURCE_KEYS = frozenset(p.resource_key for p in PROFILES.values())
+
+
+def source_resource(context: dg.AssetExecutionContext, name: str) -> SourceResource:
+    """The resource of source ``name`` in an asset's context."""
+    resource: SourceResource = getattr(context.resources, profile(name).resource_key)
+    return resource
 
 
 class CatalogResource(_Credentials):
@@ -128,17 +131,6 @@ class ProductsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_products(Path(self.path))
 
 
-def positive_int_env(env: Mapping[str, str] | None, name: str, default: int, unit: str) -> int:
-    """The positive whole number in ``env[name]`` (default: the process environment), or
-    ``default`` when unset or empty; otherwise an error that names the variable."""
-    text = (os.environ if env is None else env).get(name) or str(default)
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(
-            f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
-        )
-    return int(text)
-
-
 _CREDENTIAL_FIELDS = (
     "api_key",
     "token",
@@ -151,10 +143,12 @@ _CREDENTIAL_FIELDS = (
 _SECRET_FIELDS = {"api_key", "token", "client_secret", "password"}
 
 
-def _credential_fields(env: Mapping[str, str], prefix: str, url: str | None) -> dict[str, Any]:
+def _credential_fields(
+    env: Mapping[str, str], prefix: str, url: str | None, auth_origins: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The credential fields of a service from ``<prefix>_*``: secrets as ``dg.EnvVar`` (their
     values never enter the definitions), checked now so a bad set fails at load."""
-    auth_from_env(prefix, env, url)
+    auth_from_env(prefix, env, url, auth_origins)
     fields: dict[str, Any] = {}
     for name in (*_CREDENTIAL_FIELDS, "scope", "auth_origins"):
         variable = f"{prefix}_{name.upper()}"
@@ -189,26 +183,22 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         ),
         "products": ProductsResource(path=products_file),
     }
-    for source in SOURCES:
-        prefix = f"AUX_{source.upper()}"
+    for source in PROFILES.values():
+        prefix = source.env_prefix
         url: str | None
-        if source == "catalog":
+        if source.ours:
             url = catalog_url or str(Path(home) / "catalog" / "catalog.json")
-            prefix = "AUX_CATALOG"
         else:
-            url = env.get(f"{prefix}_URL") or PUBLIC_ROOTS.get(source)
-        resources[resource_key(source)] = SourceResource(
-            name=source,
+            url = env.get(f"{prefix}_URL") or source.public_root
+        resources[source.resource_key] = SourceResource(
+            name=source.name,
             prefix=prefix,
             url=url,
             max_connections=positive_int_env(
-                env,
-                f"{prefix}_MAX_CONNECTIONS",
-                DEFAULT_MAX_CONNECTIONS.get(source, 8),
-                "connections",
+                env, f"{prefix}_MAX_CONNECTIONS", source.max_connections, "connections"
             ),
             home=home,
-            **_credential_fields(env, prefix, url),
+            **_credential_fields(env, prefix, url, source.auth_origins),
         )
     return resources
 

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 import obstore
 from obstore.store import S3Store
 
-from aux_assets.storage import (
+from aux_assets.storage.base import (
     LEFTOVER_MAX_AGE_S,
     StorageError,
     check_key,
@@ -54,7 +54,7 @@ def check_bucket(bucket: str) -> str:
 
 
 class S3Storage:
-    """Objects in one S3 bucket under a prefix; implements :class:`aux_assets.storage.Storage`.
+    """Objects in one S3 bucket under a prefix; implements :class:`aux_assets.storage.base.Storage`.
 
     ``spool_dir`` holds the local ``.part`` files and scratch directories. Without
     ``access_key_id``/``secret_access_key`` the default AWS credential chain is used.

@@ -23,13 +23,14 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pystac
 
-from aux_assets.assets import SOURCE_KEYS, aux_catalog_items, aux_search_results, aux_staged_items
-from aux_assets.discovery import Batch, Cursor, new_items_request, plan_runs, settled_batch
-from aux_assets.partitions import daily_partitions
+from aux_assets.defs.assets import aux_catalog_items, aux_search_results, aux_staged_items
+from aux_assets.defs.partitions import daily_partitions
+from aux_assets.defs.resources import SOURCE_KEYS, SourceResource
+from aux_assets.discovery import Batch, Cursor, new_items_request, runs_to_request, settled_batch
 from aux_assets.products import ProductSpec
-from aux_assets.resources import SourceResource, positive_int_env
-from aux_assets.search import SearchError, UnconfiguredSource
-from aux_assets.sources import resource_key
+from aux_assets.settings import positive_int_env
+from aux_assets.sources import SearchError, UnconfiguredSource
+from aux_assets.sources.profiles import profile
 
 LOOKBACK_ENV = "AUX_SENSOR_LOOKBACK_DAYS"
 DEFAULT_LOOKBACK_DAYS = 7
@@ -62,9 +63,9 @@ class _Outcome:
 def _search(
     context: dg.SensorEvaluationContext, source: str, specs: Sequence[ProductSpec], since: datetime
 ) -> _Outcome:
-    if source == "catalog":
-        return _Outcome(source, problem="source catalog is our own catalog: not watched")
-    resource: SourceResource = getattr(context.resources, resource_key(source))
+    if profile(source).ours:
+        return _Outcome(source, problem=f"source {source} is our own catalog: not watched")
+    resource: SourceResource = getattr(context.resources, profile(source).resource_key)
     try:
         client = resource.open()
         if isinstance(client, UnconfiguredSource):
@@ -133,27 +134,29 @@ def aux_new_products_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
             )
         items_by_source[outcome.source] = items
         new_cursor = new_cursor.advance(outcome.source, items)
-    plan = plan_runs(items_by_source, specs, first, last, latest_from=lookback_start.date())
-    for skipped in plan.skipped:
+    wanted = runs_to_request(items_by_source, specs, first, last, latest_from=lookback_start.date())
+    for skipped in wanted.skipped:
         context.log.warning(f"{skipped.source} item {skipped.item_id} skipped: {skipped.reason}")
-    if plan.runs:
+    if wanted.runs:
         context.log.info(
-            f"{len(plan.runs)} day(s) to re-materialize: "
-            f"{plan.runs[0].partition_key}..{plan.runs[-1].partition_key}"
+            f"{len(wanted.runs)} day(s) to re-materialize: "
+            f"{wanted.runs[0].partition_key}..{wanted.runs[-1].partition_key}"
         )
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(partition_key=run.partition_key, run_key=run.run_key)
-                for run in plan.runs
+                for run in wanted.runs
             ],
             cursor=new_cursor.to_text(),
         )
     quiet = [source for source, items in items_by_source.items() if not items]
     if quiet:
         notes.insert(0, _quiet(quiet, cursor))
-    if plan.n_unmapped:
-        notes.append(f"{plan.n_unmapped} new item(s) serve no existing partition ({first}..{last})")
-    if plan.skipped:
-        notes.append(f"{len(plan.skipped)} new item(s) skipped for unusable dates")
+    if wanted.n_unmapped:
+        notes.append(
+            f"{wanted.n_unmapped} new item(s) serve no existing partition ({first}..{last})"
+        )
+    if wanted.skipped:
+        notes.append(f"{len(wanted.skipped)} new item(s) skipped for unusable dates")
     reason = "; ".join(notes) or "the products file lists no product type"
     return dg.SensorResult(skip_reason=reason, cursor=new_cursor.to_text())

@@ -1,6 +1,6 @@
-"""Where staged items are registered: a Catalog protocol and the static local STAC catalog.
+"""The static STAC catalog on disk: the embedded default catalog.
 
-The local catalog is a self-contained static STAC catalog readable by pystac:
+It is a self-contained static STAC catalog readable by pystac:
 ``catalog.json`` -> ``<collection>/collection.json`` -> ``<collection>/<id>/<id>.json``.
 Every file is written to a temporary name and renamed (atomic); writers hold a file lock so
 that two runs updating the same collection never lose each other's links.
@@ -13,73 +13,15 @@ import fcntl
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pystac
 
-from aux_assets.jsonfiles import write_json
-from aux_assets.names import check_collection_id, check_item_id
+from aux_assets.catalog.base import STAC_VERSION, new_collection
+from aux_assets.utils.jsonfiles import write_json
+from aux_assets.utils.names import check_collection_id, check_item_id
 
-STAC_VERSION = "1.1.0"
 _FAR = "9999-12-31T23:59:59Z"
-
-
-class CatalogError(RuntimeError):
-    """A catalog operation that failed; the message names the catalog and the reason.
-
-    ``failed_ids``, when known, are the items of a write that were not stored (the others were).
-    """
-
-    def __init__(self, message: str, failed_ids: frozenset[str] | None = None) -> None:
-        super().__init__(message)
-        self.failed_ids = failed_ids
-
-
-def new_collection(collection_id: str) -> dict[str, Any]:
-    """A new, valid STAC Collection for staged aux items (global extent, open interval)."""
-    return {
-        "type": "Collection",
-        "stac_version": STAC_VERSION,
-        "id": collection_id,
-        "description": f"Auxiliary products staged by aux_assets into {collection_id}",
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
-            "temporal": {"interval": [[None, None]]},
-        },
-        "links": [],
-    }
-
-
-class Catalog(Protocol):
-    """A STAC catalog we register staged items in."""
-
-    @property
-    def lookups(self) -> int:
-        """How many batched id lookups this client made (for metadata and benchmarks)."""
-        ...
-
-    def describe(self) -> str: ...
-
-    def ensure_collection(self, collection_id: str) -> None:
-        """Create the collection if it does not exist."""
-        ...
-
-    def get_items(self, collection_id: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
-        """The items of ``ids`` that exist in the collection, in one batched lookup."""
-        ...
-
-    def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:
-        """Insert or replace ``items`` in the collection, in bulk."""
-        ...
-
-    def item_url(self, collection_id: str, item_id: str) -> str:
-        """Where a user opens the item (no credentials in it)."""
-        ...
-
-    def close(self) -> None:
-        """Release connections."""
-        ...
 
 
 def _read_json(path: Path) -> dict[str, Any]:

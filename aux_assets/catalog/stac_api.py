@@ -1,4 +1,4 @@
-"""The :class:`~aux_assets.catalog.Catalog` on a STAC API with the Transactions extension.
+"""The :class:`~aux_assets.catalog.base.Catalog` on a STAC API with the Transactions extension.
 
 Written against stac-fastapi-pgstac (the catalog our tests run), whose constraints every item
 we send satisfies:
@@ -7,7 +7,7 @@ we send satisfies:
   with a global polygon and bbox instead of ``null``;
 - ``item.collection`` must equal the collection in the path, so it is set to it, as the local
   catalog does; links are dropped (the server makes its own);
-- ids are checked with :func:`~aux_assets.names.check_item_id` before any request, which also
+- ids are checked with :func:`~aux_assets.utils.names.check_item_id` before any request, which also
   refuses every character pgstac refuses;
 - an item sent to a missing collection is a 500 in pgstac, so :meth:`StacApiCatalog.upsert`
   makes sure the collection exists first.
@@ -26,7 +26,6 @@ attempts were made.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -40,11 +39,13 @@ from urllib.parse import quote, urljoin
 import httpx
 import pystac
 
-from aux_assets.auth import AuthError
-from aux_assets.catalog import CatalogError, new_collection
+from aux_assets.auth import Auth, AuthError, Unauthorized, renewing_blocking
+from aux_assets.catalog.base import CatalogError, new_collection
 from aux_assets.filters import ids_filter
-from aux_assets.names import check_collection_id, check_item_id
-from aux_assets.transfer import Auth, RetryPolicy, redact_url, retry_after, shorten
+from aux_assets.utils.names import check_collection_id, check_item_id
+from aux_assets.utils.retry import RetryPolicy, retry_after
+from aux_assets.utils.text import shorten
+from aux_assets.utils.urls import redact_url
 
 JsonDict = dict[str, Any]
 
@@ -327,13 +328,23 @@ class StacApiCatalog:
         unless it is still a transient failure after ``retry.attempts`` (then raised).
 
         A transient failure is retried after the policy's backoff, or the server's
-        ``Retry-After`` (capped). A 401 renews the credentials once; a redirect is an error, so
-        credentials never follow one to another origin.
+        ``Retry-After`` (capped). A 401 renews the credentials once
+        (:func:`~aux_assets.auth.renewing`); a redirect is an error, so credentials never follow
+        one to another origin.
         """
-        attempt, renewed = 1, False
+        try:
+            return renewing_blocking(lambda: self._retrying(method, url, op, body), self._auth)
+        except Unauthorized as exc:
+            raise CatalogError(exc.detail) from None
+        except AuthError as exc:
+            raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
+
+    def _retrying(self, method: str, url: str, op: str, body: JsonDict | None) -> httpx.Response:
+        """:meth:`_send` without the renewal: a 401 raises :class:`Unauthorized`."""
+        attempt = 1
         while True:
             try:
-                response = self._request(method, url, op, body)
+                response = self._request(method, url, body)
             except _RETRIED_ERRORS as exc:
                 if attempt >= self.retry.attempts:
                     raise self._transport_error(op, exc, attempt) from None
@@ -341,10 +352,8 @@ class StacApiCatalog:
             except httpx.HTTPError as exc:
                 raise self._transport_error(op, exc, attempt) from None
             else:
-                if response.status_code == 401 and self._auth is not None and not renewed:
-                    renewed = self._refresh(self._auth, op)
-                    if renewed:
-                        continue
+                if response.status_code == 401:
+                    raise Unauthorized(str(self._error(op, response)))
                 if response.status_code not in _RETRIED_STATUSES:
                     break
                 if attempt >= self.retry.attempts:
@@ -363,19 +372,9 @@ class StacApiCatalog:
             )
         return response
 
-    def _request(self, method: str, url: str, op: str, body: JsonDict | None) -> httpx.Response:
-        try:
-            headers = self._auth.headers_for(url) if self._auth is not None else {}
-        except AuthError as exc:
-            raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
+    def _request(self, method: str, url: str, body: JsonDict | None) -> httpx.Response:
+        headers = self._auth.headers_for(url) if self._auth is not None else {}
         return self._client.request(method, url, json=body, headers=headers)
-
-    def _refresh(self, auth: Auth, op: str) -> bool:
-        """Renew the credentials after a 401: whether there are new ones to try."""
-        try:
-            return asyncio.run(auth.refresh())
-        except AuthError as exc:
-            raise CatalogError(f"{self.describe()}: {op}: {exc}") from None
 
     def _transport_error(self, op: str, exc: httpx.HTTPError, attempts: int) -> CatalogError:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

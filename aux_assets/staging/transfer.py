@@ -11,29 +11,28 @@ import asyncio
 import contextlib
 import functools
 import os
-import random
 import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from typing import BinaryIO
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
-from aux_assets.checksums import Checksum, Hasher, new_hasher
-from aux_assets.urls import file_path, strip_userinfo
+from aux_assets.auth import Auth, AuthError, Unauthorized, renewing
+from aux_assets.utils.checksums import Checksum, Hasher, new_hasher
+from aux_assets.utils.retry import RetryPolicy, retry_after
+from aux_assets.utils.text import shorten
+from aux_assets.utils.urls import file_path, redact_url, strip_userinfo
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_REMOTE_SCHEMES = frozenset(_DEFAULT_PORTS)
+_REMOTE_SCHEMES = frozenset({"http", "https"})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -57,90 +56,6 @@ class TransferError(Exception):
 
     def __str__(self) -> str:
         return f"{self.url}: {self.reason}"
-
-
-class Auth(Protocol):
-    """Credentials for one origin."""
-
-    def headers_for(self, url: str) -> dict[str, str]:
-        """Auth headers for ``url``; ``{}`` when ``url`` is not on the credential's origin."""
-        ...
-
-    async def refresh(self) -> bool:
-        """Obtain new credentials after a 401; ``True`` if there are new ones to try."""
-        ...
-
-
-def origin_of(url: str) -> str:
-    """``scheme://host[:port]`` with a lower-case host and the default port left out."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = parts.port
-    if port is None or port == _DEFAULT_PORTS.get(scheme):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def redact_url(url: str) -> str:
-    """``url`` without userinfo, query string or fragment, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-@dataclass(frozen=True, repr=False)
-class StaticAuth:
-    """An API key (``x-api-key``) and/or bearer token sent only to ``origin``."""
-
-    origin: str
-    api_key: str | None = None
-    token: str | None = None
-
-    def headers_for(self, url: str) -> dict[str, str]:
-        """The credential headers if ``url`` is on :attr:`origin`, else ``{}``."""
-        if origin_of(url) != origin_of(self.origin):
-            return {}
-        headers: dict[str, str] = {}
-        if self.api_key:
-            headers["x-api-key"] = self.api_key
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return headers
-
-    async def refresh(self) -> bool:
-        """Static credentials cannot be renewed."""
-        return False
-
-    def __repr__(self) -> str:
-        return (
-            f"StaticAuth(origin={self.origin!r}, api_key={mask_secret(self.api_key)}, "
-            f"token={mask_secret(self.token)})"
-        )
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a transfer is retried (``attempts`` counts the first one)."""
-
-    attempts: int = 5
-    backoff_s: float = 0.5
-    max_backoff_s: float = 30.0
-    max_retry_after_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"RetryPolicy.attempts must be at least 1, got {self.attempts}")
-
-    def backoff(self, attempt: int) -> float:
-        """Delay after failed attempt number ``attempt``: exponential, capped, jittered."""
-        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0 ** (attempt - 1))
-        return ceiling * random.uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True, repr=False)
@@ -188,10 +103,6 @@ class _Retry(Exception):
         super().__init__(reason)
         self.reason = reason
         self.delay = delay
-
-
-class _Unauthorized(Exception):
-    """The server answered 401."""
 
 
 class _PartFile:
@@ -389,17 +300,21 @@ class TransferEngine:
                 await part.write([chunk])
 
     async def _download(self, request: TransferRequest, progress: _Progress) -> None:
-        refreshed = False
+        """Transfer with retries; a 401 renews the credentials once
+        (:func:`~aux_assets.auth.renewing`) and goes on from the bytes already received."""
+        try:
+            await renewing(lambda: self._retrying(request, progress), request.auth)
+        except Unauthorized:
+            raise TransferError(request.url, "HTTP 401 Unauthorized") from None
+        except AuthError as exc:
+            raise TransferError(request.url, f"credential refresh failed: {exc}") from None
+
+    async def _retrying(self, request: TransferRequest, progress: _Progress) -> None:
         while True:
             progress.attempts += 1
             try:
                 await self._attempt(request, progress)
                 return
-            except _Unauthorized:
-                if refreshed or not await _refresh(request):
-                    raise TransferError(request.url, "HTTP 401 Unauthorized") from None
-                refreshed = True
-                failure = _Retry("HTTP 401 Unauthorized", delay=0.0)
             except _Retry as exc:
                 failure = exc
             except aiohttp.ClientSSLError as exc:  # a retry would fail the same way
@@ -479,7 +394,7 @@ class TransferEngine:
             total = _int_or_none(match[3])
             end = total if total is not None else int(match[2]) + 1
         elif status == 401:
-            raise _Unauthorized
+            raise Unauthorized
         elif status == 429 or status >= 500:
             delay = retry_after(response.headers.get("retry-after"), self._retry.max_retry_after_s)
             raise _Retry(f"HTTP {status} {response.reason}", delay)
@@ -593,18 +508,6 @@ def _check_url(request: TransferRequest, url: str, *, remote_only: bool = False)
     return scheme
 
 
-async def _refresh(request: TransferRequest) -> bool:
-    """Ask the request's credentials to renew themselves; a failing refresh is a TransferError."""
-    if request.auth is None:
-        return False
-    try:
-        return await request.auth.refresh()
-    except Exception as exc:
-        raise TransferError(
-            request.url, f"credential refresh failed: {type(exc).__name__}"
-        ) from None
-
-
 def _discard(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink(missing_ok=True)
@@ -644,20 +547,6 @@ def _describe(exc: Exception, written: int) -> str:
     return f"{kind}{detail} (after {written} bytes)"
 
 
-def mask_secret(secret: str | None) -> str:
-    """How a secret field shows in a ``repr``: ``'***'`` when set."""
-    return "'***'" if secret else "None"
-
-
-MESSAGE_CHARS = 300
-
-
-def shorten(text: str) -> str:
-    """``text`` on one line, at most :data:`MESSAGE_CHARS` characters (for error messages)."""
-    text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
-
-
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
@@ -676,21 +565,3 @@ def _validator(headers: Mapping[str, str]) -> str | None:
 def _redirect_location(response: aiohttp.ClientResponse) -> str | None:
     location: str | None = response.headers.get("location")
     return location if response.status in _REDIRECT_STATUSES else None
-
-
-def retry_after(value: str | None, cap: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or HTTP-date), capped at ``cap``."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), cap)

@@ -1,6 +1,6 @@
 """Staging: dedupe against the catalog, transfer, verify, optionally unpack, register.
 
-Invariants (architecture.md, section 7):
+Invariants (docs/design/staging.md):
 - a file appears under its final name only complete and verified (the transfer engine streams
   into a ``.part`` file and verifies size and checksum; the storage commits it atomically);
 - an item is registered only after all its selected assets are stored and verified; its
@@ -13,26 +13,28 @@ Invariants (architecture.md, section 7):
   a run holds a source (its gate) until the items it fetched from it are registered, and a
   run that had to wait for the source looks the catalog up again before transferring;
 - dead ``.part`` files and ``.work`` folders of killed runs are swept from the folders of the
-  items being staged (:func:`aux_assets.storage.sweep_leftovers`).
+  items being staged (:func:`aux_assets.storage.base.sweep_leftovers`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import copy
 import logging
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Literal
-from urllib.parse import unquote, urlparse
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
 
 import pystac
 
-from aux_assets.archives import (
+from aux_assets.auth import Auth
+from aux_assets.catalog.base import Catalog
+from aux_assets.documents import SearchDocument, StagedItem, Status
+from aux_assets.sources.profiles import profile
+from aux_assets.staging.archives import (
     ArchiveError,
     ExtractedFile,
     Limits,
@@ -40,24 +42,33 @@ from aux_assets.archives import (
     is_archive,
     strip_archive_suffix,
 )
-from aux_assets.catalog import Catalog
-from aux_assets.checksums import Checksum, ChecksumError
-from aux_assets.gates import OpenGate, SourceGate, admitted
-from aux_assets.names import UnsafeNameError, check_collection_id, check_item_id, check_safe_name
-from aux_assets.storage import LEFTOVER_MAX_AGE_S, Storage
-from aux_assets.transfer import (
-    Auth,
-    RetryPolicy,
+from aux_assets.staging.gates import OpenGate, SourceGate, admitted
+from aux_assets.staging.items import (
+    alternate_source,
+    asset_filename,
+    registered_asset,
+    registered_checksum,
+    registered_item,
+    source_checksum,
+    storage_key,
+)
+from aux_assets.staging.transfer import (
     TransferEngine,
     TransferError,
     TransferRequest,
     TransferResult,
 )
-from aux_assets.urls import strip_userinfo
+from aux_assets.storage.base import LEFTOVER_MAX_AGE_S, Storage
+from aux_assets.utils.checksums import Checksum, ChecksumError
+from aux_assets.utils.names import (
+    UnsafeNameError,
+    check_collection_id,
+    check_item_id,
+    check_safe_name,
+)
+from aux_assets.utils.retry import RetryPolicy
+from aux_assets.utils.urls import strip_userinfo
 
-Status = Literal["staged", "present", "failed"]
-ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
-FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 DEFAULT_CONNECTIONS = 8  # per source, when ``limits`` does not name it
 
 _log = logging.getLogger(__name__)
@@ -76,6 +87,37 @@ class StageTask:
     unpack: bool = False
 
 
+def stage_tasks(
+    documents: Iterable[SearchDocument], source: Callable[[str], tuple[bool, Auth | None]]
+) -> list[StageTask]:
+    """The items search documents selected, as stage tasks. Items found in our own catalog are
+    not staged again; where an entry names no assets, its source's default assets are staged
+    (:mod:`aux_assets.sources.profiles`). ``source(name)`` tells whether a source is local and
+    gives its credentials."""
+    tasks: list[StageTask] = []
+    for doc in documents:
+        for product in doc["products"]:
+            special = profile(product["source"])
+            if special.ours:
+                continue
+            local, auth = source(special.name)
+            assets = product["assets"]
+            keys = tuple(assets) if assets is not None else special.default_assets
+            for feature in product["selected"]["features"]:
+                tasks.append(
+                    StageTask(
+                        item=pystac.Item.from_dict(feature),
+                        collection=product["collection"],
+                        source=special.name,
+                        local_source=local,
+                        auth=auth,
+                        asset_keys=keys,
+                        unpack=product["unpack"],
+                    )
+                )
+    return tasks
+
+
 @dataclass
 class AssetOutcome:
     """Where one asset now lives, with its verified size and checksum."""
@@ -85,6 +127,17 @@ class AssetOutcome:
     size: int
     checksum: str
     source_href: str
+
+    @classmethod
+    def registered(cls, key: str, asset: pystac.Asset) -> AssetOutcome:
+        """The outcome of an asset as the catalog holds it."""
+        return cls(
+            key,
+            asset.href,
+            int(asset.extra_fields.get("file:size", 0)),
+            str(asset.extra_fields.get("file:checksum", "")),
+            str(alternate_source(asset).get("href", "")),
+        )
 
 
 @dataclass
@@ -99,7 +152,7 @@ class ItemOutcome:
     assets: list[AssetOutcome] = field(default_factory=list)
     bytes_transferred: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> StagedItem:
         return {
             "item_id": self.item_id,
             "collection": self.collection,
@@ -107,13 +160,22 @@ class ItemOutcome:
             "status": self.status,
             "reason": self.reason,
             "bytes_transferred": self.bytes_transferred,
-            "assets": [vars(a) for a in self.assets],
+            "assets": [
+                {
+                    "key": a.key,
+                    "href": a.href,
+                    "size": a.size,
+                    "checksum": a.checksum,
+                    "source_href": a.source_href,
+                }
+                for a in self.assets
+            ],
         }
 
 
 @dataclass
-class _Planned:
-    """An item to transfer: its validated assets and their storage keys."""
+class _Accepted:
+    """An item that passed the checks: its validated assets and their storage keys."""
 
     task: StageTask
     assets: dict[str, pystac.Asset]
@@ -139,47 +201,6 @@ class _Ready:
 
     def __post_init__(self) -> None:
         self.key = self.key or self.source_key
-
-
-def asset_filename(key: str, asset: pystac.Asset) -> str:
-    """The file name of an asset in storage: its key when it looks like a file name, else the
-    last segment of its href when that does, else the key."""
-    if "." in key.strip("."):
-        return check_safe_name(key, "asset key")
-    tail = PurePosixPath(unquote(urlparse(asset.href).path)).name
-    with contextlib.suppress(UnsafeNameError):
-        if "." in tail.strip(".") and check_safe_name(tail, "asset file name"):
-            return tail
-    return check_safe_name(key, "asset key")
-
-
-def _source_checksum(asset: pystac.Asset) -> Checksum | None:
-    value = asset.extra_fields.get("file:checksum")
-    return Checksum.parse(str(value)) if value else None
-
-
-def _alternate_source(asset: pystac.Asset) -> dict[str, Any]:
-    """What a registered asset records of its source (``alternate.source``)."""
-    source: dict[str, Any] = asset.extra_fields.get("alternate", {}).get("source", {})
-    return source
-
-
-def _registered_outcome(key: str, asset: pystac.Asset) -> AssetOutcome:
-    return AssetOutcome(
-        key,
-        asset.href,
-        int(asset.extra_fields.get("file:size", 0)),
-        str(asset.extra_fields.get("file:checksum", "")),
-        str(_alternate_source(asset).get("href", "")),
-    )
-
-
-def _registered_checksum(asset: pystac.Asset) -> Checksum | None:
-    value = _alternate_source(asset).get("file:checksum") or asset.extra_fields.get("file:checksum")
-    try:
-        return Checksum.parse(str(value)) if value else None
-    except ChecksumError:
-        return None
 
 
 class Stager:
@@ -219,17 +240,17 @@ class Stager:
         for task in tasks:
             unique.setdefault((task.collection, task.item.id), task)
         outcomes: dict[tuple[str, str], ItemOutcome] = {}
-        planned: list[_Planned] = []
+        accepted: list[_Accepted] = []
         for key, task in unique.items():
-            result = self._plan(task)
+            result = self._check(task)
             if isinstance(result, ItemOutcome):
                 outcomes[key] = result
             else:
-                planned.append(result)
+                accepted.append(result)
         self.swept += self.storage.sweep(
-            (key for plan in planned for key in plan.keys.values()), self.leftover_max_age_s
+            (key for work in accepted for key in work.keys.values()), self.leftover_max_age_s
         )
-        todo = self._dedupe(planned, outcomes)
+        todo = self._dedupe(accepted, outcomes)
         for outcome in asyncio.run(self._stage_sources(todo)) if todo else []:
             outcomes[(outcome.collection, outcome.item_id)] = outcome
         return [outcomes[key] for key in unique]
@@ -237,7 +258,7 @@ class Stager:
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
         return ItemOutcome(task.item.id, task.collection, task.source, "failed", reason)
 
-    def _plan(self, task: StageTask) -> _Planned | ItemOutcome:
+    def _check(self, task: StageTask) -> _Accepted | ItemOutcome:
         """Validate names, the asset selection and hrefs: no I/O happens for a bad item."""
         try:
             check_item_id(task.item.id)
@@ -268,75 +289,75 @@ class Stager:
                     return self._fail(
                         task, f"asset {key!r} href scheme {scheme or 'none'!r} cannot be fetched"
                     )
-                _source_checksum(asset)
+                source_checksum(asset)
                 size = asset.extra_fields.get("file:size")
                 if size is not None and (type(size) is not int or size < 0):
                     return self._fail(
                         task, f"asset {key!r} has file:size {size!r}; it must be an integer >= 0"
                     )
-                keys[key] = f"{task.collection}/{task.item.id}/{asset_filename(key, asset)}"
+                keys[key] = storage_key(task.collection, task.item.id, asset_filename(key, asset))
         except (UnsafeNameError, ChecksumError) as exc:
             return self._fail(task, str(exc))
         if len(set(keys.values())) < len(keys):
             return self._fail(task, f"assets {', '.join(keys)} would be stored under one name")
-        return _Planned(task, assets, keys)
+        return _Accepted(task, assets, keys)
 
     def _dedupe(
-        self, planned: list[_Planned], outcomes: dict[tuple[str, str], ItemOutcome]
-    ) -> list[_Planned]:
+        self, accepted: list[_Accepted], outcomes: dict[tuple[str, str], ItemOutcome]
+    ) -> list[_Accepted]:
         """Drop items already registered (same id, same checksum where both have one, files
         present), with one batched catalog lookup per collection."""
-        todo: list[_Planned] = []
-        for collection, plans in _grouped(planned, "collection").items():
+        todo: list[_Accepted] = []
+        for collection, batch in _grouped(accepted, "collection").items():
             try:
                 self.catalog.ensure_collection(collection)
-                existing = self.catalog.get_items(collection, [p.task.item.id for p in plans])
+                existing = self.catalog.get_items(collection, [p.task.item.id for p in batch])
             except Exception as exc:  # the catalog is down or refuses: every item says why
-                for plan in plans:
-                    outcomes[(collection, plan.task.item.id)] = self._fail(
-                        plan.task, f"catalog lookup in {self.catalog.describe()} failed: {exc}"
+                for work in batch:
+                    outcomes[(collection, work.task.item.id)] = self._fail(
+                        work.task, f"catalog lookup in {self.catalog.describe()} failed: {exc}"
                     )
                 continue
-            for plan in plans:
+            for work in batch:
                 try:
-                    present = self._present(plan, existing)
+                    present = self._present(work, existing)
                 except Exception as exc:  # e.g. the storage cannot be asked: this item says why
-                    outcomes[(collection, plan.task.item.id)] = self._fail(
-                        plan.task, f"checking the stored files failed: {exc}"
+                    outcomes[(collection, work.task.item.id)] = self._fail(
+                        work.task, f"checking the stored files failed: {exc}"
                     )
                     continue
                 if present is not None:
-                    outcomes[(collection, plan.task.item.id)] = present
+                    outcomes[(collection, work.task.item.id)] = present
                 else:
-                    todo.append(plan)
+                    todo.append(work)
         return todo
 
-    def _present(self, plan: _Planned, existing: Mapping[str, pystac.Item]) -> ItemOutcome | None:
+    def _present(self, work: _Accepted, existing: Mapping[str, pystac.Item]) -> ItemOutcome | None:
         """The ``present`` outcome of an item registered with the same files, else ``None``."""
-        present = existing.get(plan.task.item.id)
-        if present is None or not self._same(plan, present):
+        present = existing.get(work.task.item.id)
+        if present is None or not self._same(work, present):
             return None
         return ItemOutcome(
-            plan.task.item.id,
-            plan.task.collection,
-            plan.task.source,
+            work.task.item.id,
+            work.task.collection,
+            work.task.source,
             "present",
-            assets=[_registered_outcome(k, a) for k, a in present.assets.items()],
+            assets=[AssetOutcome.registered(k, a) for k, a in present.assets.items()],
         )
 
     def _recheck(
-        self, source: str, plans: list[_Planned]
-    ) -> tuple[list[_Planned], list[ItemOutcome]]:
-        """After waiting for ``source``: split ``plans`` into those to transfer and the
+        self, source: str, batch: list[_Accepted]
+    ) -> tuple[list[_Accepted], list[ItemOutcome]]:
+        """After waiting for ``source``: split ``batch`` into those to transfer and the
         ``present`` outcomes of items another run registered meanwhile, with one batched lookup
         per collection. If a lookup fails, its items are transferred (the first lookup passed)."""
-        todo: list[_Planned] = []
+        todo: list[_Accepted] = []
         present: list[ItemOutcome] = []
-        for collection, group in _grouped(plans, "collection").items():
+        for collection, group in _grouped(batch, "collection").items():
             try:
                 with self._catalog_lock:
                     existing = self.catalog.get_items(collection, [p.task.item.id for p in group])
-                found = [(plan, self._present(plan, existing)) for plan in group]
+                found = [(work, self._present(work, existing)) for work in group]
             except Exception as exc:  # the type only: a message may quote a URL or a reply
                 _log.warning(
                     "looking up %d item(s) of %s again in %s after waiting for source %s failed "
@@ -349,34 +370,34 @@ class Stager:
                 )
                 todo.extend(group)
                 continue
-            for plan, outcome in found:
+            for work, outcome in found:
                 if outcome is None:
-                    todo.append(plan)
+                    todo.append(work)
                 else:
                     present.append(outcome)
         return todo, present
 
-    def _same(self, plan: _Planned, present: pystac.Item) -> bool:
+    def _same(self, work: _Accepted, present: pystac.Item) -> bool:
         registered = list(present.assets.values())
         if not registered or not all(self.storage.exists(a.href) for a in registered):
             return False
-        ours = {str(_alternate_source(a).get("href")): a for a in registered}
-        for asset in plan.assets.values():
-            theirs = _source_checksum(asset)
+        ours = {str(alternate_source(a).get("href")): a for a in registered}
+        for asset in work.assets.values():
+            theirs = source_checksum(asset)
             href = strip_userinfo(asset.href)
-            mine = _registered_checksum(ours[href]) if href in ours else None
+            mine = registered_checksum(ours[href]) if href in ours else None
             if theirs is not None and mine is not None and theirs != mine:
                 return False
         return True
 
-    async def _stage_sources(self, plans: list[_Planned]) -> list[ItemOutcome]:
+    async def _stage_sources(self, batch: list[_Accepted]) -> list[ItemOutcome]:
         """Stage each source's items concurrently; the outcomes of all of them."""
-        by_source = _grouped(plans, "source").items()
+        by_source = _grouped(batch, "source").items()
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._stage_source(s, p)) for s, p in by_source]
         return [outcome for task in tasks for outcome in task.result()]
 
-    async def _stage_source(self, source: str, plans: list[_Planned]) -> list[ItemOutcome]:
+    async def _stage_source(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
         """Once the gate admits this run to ``source``: if it had to wait, drop the items another
         run registered meanwhile; transfer, commit and register the rest, then release the
         source, so that a run waiting for it finds them registered."""
@@ -384,49 +405,49 @@ class Stager:
         present: list[ItemOutcome] = []
         async with admitted(self.gate, source, wanted) as admission:
             if admission.waited:
-                plans, present = await asyncio.to_thread(self._recheck, source, plans)
-            if not plans:
+                batch, present = await asyncio.to_thread(self._recheck, source, batch)
+            if not batch:
                 return present
-            transfers = await self._fetch(source, plans, admission.connections)
-            return present + await asyncio.to_thread(self._register, plans, transfers)
+            transfers = await self._fetch(source, batch, admission.connections)
+            return present + await asyncio.to_thread(self._register, batch, transfers)
 
     async def _fetch(
-        self, source: str, plans: list[_Planned], connections: int
+        self, source: str, batch: list[_Accepted], connections: int
     ) -> list[dict[str, TransferResult | TransferError]]:
-        """Transfer the assets of ``plans`` from ``source`` over ``connections`` connections."""
-        for plan in plans:
-            for key, asset in plan.assets.items():
+        """Transfer the assets of ``batch`` from ``source`` over ``connections`` connections."""
+        for work in batch:
+            for key, asset in work.assets.items():
                 size = asset.extra_fields.get("file:size")
-                plan.requests[key] = TransferRequest(
+                work.requests[key] = TransferRequest(
                     url=asset.href,
-                    part_path=self.storage.part_path(plan.keys[key]),
+                    part_path=self.storage.part_path(work.keys[key]),
                     expected_size=size,
-                    expected_checksum=_source_checksum(asset),
-                    pool=plan.task.source,
-                    allow_file=plan.task.local_source,
-                    auth=plan.task.auth,
+                    expected_checksum=source_checksum(asset),
+                    pool=work.task.source,
+                    allow_file=work.task.local_source,
+                    auth=work.task.auth,
                     expected_media_type=asset.media_type,
                 )
         engine = TransferEngine(
             limits={source: connections}, retry=self.retry, read_timeout=self.read_timeout_s
         )
         try:
-            results = iter(await engine.fetch_all([r for p in plans for r in p.requests.values()]))
+            results = iter(await engine.fetch_all([r for p in batch for r in p.requests.values()]))
         finally:
             await engine.aclose()
-        return [{key: next(results) for key in plan.requests} for plan in plans]
+        return [{key: next(results) for key in work.requests} for work in batch]
 
     def _register(
-        self, plans: list[_Planned], transfers: list[dict[str, TransferResult | TransferError]]
+        self, batch: list[_Accepted], transfers: list[dict[str, TransferResult | TransferError]]
     ) -> list[ItemOutcome]:
         """Commit each item's files and register the items, one bulk upsert per collection."""
         outcomes: list[ItemOutcome] = []
         registered: dict[str, list[tuple[pystac.Item, ItemOutcome]]] = {}
-        for plan, transferred in zip(plans, transfers, strict=True):
-            outcome, item = self._finish(plan, transferred)
+        for work, transferred in zip(batch, transfers, strict=True):
+            outcome, item = self._finish(work, transferred)
             outcomes.append(outcome)
             if item is not None:
-                registered.setdefault(plan.task.collection, []).append((item, outcome))
+                registered.setdefault(work.task.collection, []).append((item, outcome))
         for collection, entries in registered.items():
             try:
                 with self._catalog_lock:
@@ -439,11 +460,11 @@ class Stager:
         return outcomes
 
     def _finish(
-        self, plan: _Planned, transfers: dict[str, TransferResult | TransferError]
+        self, work: _Accepted, transfers: dict[str, TransferResult | TransferError]
     ) -> tuple[ItemOutcome, pystac.Item | None]:
         """Unpack what must be, then commit every verified file of the item and build its
         catalog item; nothing is committed unless every asset is ready."""
-        task = plan.task
+        task = work.task
         results = [r for r in transfers.values() if isinstance(r, TransferResult)]
         received = sum(r.bytes_received for r in results)
         errors = [f"{k}: {r}" for k, r in transfers.items() if isinstance(r, TransferError)]
@@ -453,9 +474,9 @@ class Stager:
                 raise _ItemFailed("; ".join(errors))
             for key, result in transfers.items():
                 assert isinstance(result, TransferResult)
-                ready.append(self._prepare(plan, key, result))
+                ready.append(self._prepare(work, key, result))
             _check_collisions(ready)
-            assets = {r.key: self._commit(plan, r) for r in ready}
+            assets = {r.key: self._commit(work, r) for r in ready}
         except Exception as exc:
             for result in results:
                 result.request.part_path.unlink(missing_ok=True)
@@ -470,7 +491,7 @@ class Stager:
             failed = self._fail(task, reason)
             failed.bytes_transferred = received
             return failed, None
-        item = _registered_item(task.item, task.collection, assets)
+        item = registered_item(task.item, task.collection, assets)
         outcome = ItemOutcome(task.item.id, task.collection, task.source, "staged")
         outcome.bytes_transferred = received
         outcome.assets = [
@@ -485,12 +506,12 @@ class Stager:
         ]
         return outcome, item
 
-    def _prepare(self, plan: _Planned, key: str, result: TransferResult) -> _Ready:
+    def _prepare(self, work: _Accepted, key: str, result: TransferResult) -> _Ready:
         """A verified asset, unpacked into a scratch tree when asked (nothing committed)."""
-        storage_key = plan.keys[key]
+        storage_key = work.keys[key]
         name = storage_key.rsplit("/", 1)[1]
-        ready = _Ready(key, plan.assets[key], result, storage_key)
-        if plan.task.unpack and is_archive(name):
+        ready = _Ready(key, work.assets[key], result, storage_key)
+        if work.task.unpack and is_archive(name):
             tree = self.storage.scratch_dir(storage_key)
             ready.files = extract_archive(result.request.part_path, tree, self.archive_limits, name)
             ready.tree = tree
@@ -499,74 +520,29 @@ class Stager:
             ready.key = strip_archive_suffix(key)
         return ready
 
-    def _commit(self, plan: _Planned, ready: _Ready) -> pystac.Asset:
+    def _commit(self, work: _Accepted, ready: _Ready) -> pystac.Asset:
         """Commit one verified file (or its unpacked tree); return the registered asset."""
         result = ready.result
         if ready.tree is None:
             href = self.storage.commit(result.request.part_path, ready.storage_key)
-            asset = _asset(ready.source, href, result.size, result.checksum)
-        else:
-            prefix = ready.storage_key.rsplit("/", 1)[0]
-            hrefs = self.storage.commit_tree(ready.tree, prefix)
-            result.request.part_path.unlink(missing_ok=True)
-            largest = min(ready.files, key=lambda f: (-f.size, f.path.as_posix()))
-            checksum = Checksum("sha256", largest.sha256)
-            asset = _asset(ready.source, hrefs[largest.path.as_posix()], largest.size, checksum)
-            asset.media_type = None
-        # a password in a source href is neither sent (see transfer.py) nor registered
-        alternate: dict[str, Any] = {"href": strip_userinfo(ready.source.href)}
-        for name in ("file:size", "file:checksum"):
-            if name in ready.source.extra_fields:
-                alternate[name] = ready.source.extra_fields[name]
-        asset.extra_fields["alternate"] = {"source": alternate}
-        return asset
+            return registered_asset(ready.source, href, result.size, result.checksum)
+        prefix = ready.storage_key.rsplit("/", 1)[0]
+        hrefs = self.storage.commit_tree(ready.tree, prefix)
+        result.request.part_path.unlink(missing_ok=True)
+        largest = min(ready.files, key=lambda f: (-f.size, f.path.as_posix()))
+        href = hrefs[largest.path.as_posix()]
+        checksum = Checksum("sha256", largest.sha256)
+        return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
 
 
 def _grouped(
-    plans: Iterable[_Planned], field: Literal["collection", "source"]
-) -> dict[str, list[_Planned]]:
-    """``plans`` grouped by their task's ``field`` (``collection`` or ``source``), in order."""
-    groups: dict[str, list[_Planned]] = {}
-    for plan in plans:
-        groups.setdefault(getattr(plan.task, field), []).append(plan)
+    batch: Iterable[_Accepted], field: Literal["collection", "source"]
+) -> dict[str, list[_Accepted]]:
+    """``batch`` grouped by their task's ``field`` (``collection`` or ``source``), in order."""
+    groups: dict[str, list[_Accepted]] = {}
+    for work in batch:
+        groups.setdefault(getattr(work.task, field), []).append(work)
     return groups
-
-
-def _registered_item(
-    source: pystac.Item, collection: str, assets: dict[str, pystac.Asset]
-) -> pystac.Item:
-    """A copy of ``source`` for the catalog: our assets, no links, the file and alternate
-    extensions declared. (Built field by field: a generic ``deepcopy`` of a pystac item costs
-    more than writing it to the catalog.)"""
-    item = pystac.Item(
-        id=source.id,
-        geometry=copy.deepcopy(source.geometry),
-        bbox=list(source.bbox) if source.bbox is not None else None,
-        datetime=source.datetime,
-        properties=copy.deepcopy(source.properties),
-        stac_extensions=[
-            *source.stac_extensions,
-            *(e for e in (FILE_EXT, ALTERNATE_EXT) if e not in source.stac_extensions),
-        ],
-        collection=collection,
-        extra_fields=copy.deepcopy(source.extra_fields),
-    )
-    item.assets = assets
-    return item
-
-
-def _asset(source: pystac.Asset, href: str, size: int, checksum: Checksum) -> pystac.Asset:
-    """The registered asset: the source's fields, our href, the verified size and checksum."""
-    extra = {k: v for k, v in source.extra_fields.items() if not k.startswith("file:")}
-    extra.update({"file:size": size, "file:checksum": checksum.multihash()})
-    return pystac.Asset(
-        href=href,
-        title=source.title,
-        description=source.description,
-        media_type=source.media_type,
-        roles=source.roles,
-        extra_fields=extra,
-    )
 
 
 def _check_collisions(ready: Sequence[_Ready]) -> None:

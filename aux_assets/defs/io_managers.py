@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from aux_assets.jsonfiles import write_json
+from aux_assets.utils.jsonfiles import write_json
 
 
 class JsonPartitionIOManager(dg.ConfigurableIOManager):

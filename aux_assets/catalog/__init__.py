@@ -1,0 +1,34 @@
+"""Where staged items are registered: a static catalog on disk or a STAC API with the
+Transactions extension, behind one interface (:mod:`~aux_assets.catalog.base`);
+:func:`open_catalog` picks the kind from ``AUX_CATALOG_URL``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+from aux_assets.auth import Auth
+from aux_assets.catalog.base import Catalog, CatalogError
+from aux_assets.catalog.stac_api import StacApiCatalog
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.utils.urls import local_path, redact_url
+
+__all__ = ["Catalog", "CatalogError", "LocalCatalog", "StacApiCatalog", "open_catalog"]
+
+
+def open_catalog(
+    url: str | None, default_root: Path, auth: Auth | None = None, timeout_s: float = 30.0
+) -> Catalog:
+    """A STAC API with Transactions for ``http(s)://``; a static catalog for a path,
+    ``file://`` or nothing (``default_root``)."""
+    if not url:
+        return LocalCatalog(default_root)
+    if urlparse(url).scheme in {"http", "https"}:
+        return StacApiCatalog(url, auth=auth, timeout_s=timeout_s)
+    path = local_path(url)
+    if path is None:
+        raise CatalogError(
+            f"AUX_CATALOG_URL {redact_url(url)!r}: use http(s):// for a STAC API with the "
+            "Transactions extension, or file:///path for a static catalog"
+        )
+    return LocalCatalog(path)

@@ -1,0 +1,262 @@
+"""The three partitioned aux assets: search results -> staged items -> catalog items.
+
+Each asset reads its resources and config, calls the core (:mod:`aux_assets.planning`,
+:class:`aux_assets.staging.Stager`, :mod:`aux_assets.documents`) and reports per-day metadata.
+"""
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+
+from aux_assets import documents as docs
+from aux_assets.defs import checks
+from aux_assets.defs.partitions import daily_partitions
+from aux_assets.defs.pools import DagsterPoolGate
+from aux_assets.defs.resources import SOURCE_KEYS, source_resource
+from aux_assets.filters import FilterError, parse_filter
+from aux_assets.planning import plan_raw, plan_windows, windows_of
+from aux_assets.products import ProductsFileError
+from aux_assets.report import summary_table
+from aux_assets.sources import SearchError, Source, UnconfiguredSource
+from aux_assets.sources.profiles import SOURCES, UnknownSourceError, check_source
+from aux_assets.staging import ItemOutcome, Stager, stage_tasks
+from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
+
+IO_MANAGER = "aux_json_io"
+AssetFn = Callable[..., Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]]
+
+
+def aux_asset(
+    required: set[str],
+    check: dg.AssetCheckSpec,
+    automation: dg.AutomationCondition[Any] | None = None,
+) -> Callable[[AssetFn], dg.AssetsDefinition]:
+    """``dg.asset`` with what the three aux assets share: daily partitions, range backfills,
+    group, JSON IO manager, one inline check."""
+    decorator: Callable[[AssetFn], dg.AssetsDefinition] = dg.asset(
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=10),
+        group_name="aux",
+        io_manager_key=IO_MANAGER,
+        owners=["team:ground-segment"],
+        kinds={"stac", "python"},
+        code_version="1",
+        required_resource_keys=required,
+        check_specs=[check],
+        automation_condition=automation,
+    )
+    return decorator
+
+
+class SearchConfig(dg.Config):
+    """On-demand options. Without ``filter``: the products file (optionally a subset of its
+    product types). With ``filter``: the seed's generic mode, every match is staged."""
+
+    product_types: list[str] | None = None
+    filter: str | None = None
+    source: str = "auxip"
+    collection: str | None = None
+    search_collections: list[str] | None = None
+    assets: list[str] | None = None
+    limit: int | None = None
+    unpack: bool = False
+    timeout_s: float | None = None
+    error_if_empty: bool = False
+    window_start: str | None = None
+    window_end: str | None = None
+
+
+def _open_sources(context: dg.AssetExecutionContext, names: set[str]) -> dict[str, Source]:
+    sources: dict[str, Source] = {}
+    for name in sorted(names):
+        source = source_resource(context, name).open()
+        if isinstance(source, UnconfiguredSource):
+            raise dg.Failure(source.message())
+        sources[name] = source
+    return sources
+
+
+def _check_config(config: SearchConfig) -> None:
+    if config.limit is not None and config.limit < 1:
+        raise dg.Failure(f"config limit={config.limit}: the total cap on items must be >= 1")
+    if config.timeout_s is not None and config.timeout_s <= 0:
+        raise dg.Failure(f"config timeout_s={config.timeout_s}: give seconds > 0, or omit it")
+    if config.product_types is not None and not config.product_types:
+        raise dg.Failure("config product_types is empty; omit it to use every product type")
+
+
+def _validate_raw(config: SearchConfig) -> dict[str, Any]:
+    try:
+        cql = parse_filter(config.filter or "", "config filter")
+        check_source(config.source)
+        if not config.collection:
+            raise dg.Failure(
+                "config collection is required with a filter: the target collection in our "
+                "catalog, e.g. s1-aux"
+            )
+        check_collection_id(config.collection)
+        for key in config.assets or ():
+            check_safe_name(key, "config assets entry")
+    except (FilterError, UnknownSourceError, UnsafeNameError) as exc:
+        raise dg.Failure(str(exc)) from None
+    return cql
+
+
+def _report(
+    context: dg.AssetExecutionContext, per_day: Mapping[str, dict[str, Any]], started: float
+) -> None:
+    """Each day of the run gets its own metadata (numbers plot over the partitions)."""
+    seconds = round(time.monotonic() - started, 3)
+    for key, metadata in per_day.items():
+        context.add_asset_metadata(
+            {**metadata, "run_seconds": seconds, "seconds_per_day": seconds / len(per_day)},
+            partition_key=key,
+        )
+
+
+def _catalog_metadata(doc: docs.CatalogDocument) -> dict[str, Any]:
+    n_items, features = docs.catalog_features(doc)
+    return {
+        "n_items": n_items,
+        "n_uncovered": sum(not covered for covered in doc["coverage"].values()),
+        "coverage": dg.MetadataValue.json(doc["coverage"]),
+        "summary": dg.MetadataValue.md(summary_table({doc["partition"]: doc})),
+        "items": dg.MetadataValue.json(features),
+    }
+
+
+@aux_asset({"products", *SOURCE_KEYS}, checks.MANDATORY_CANDIDATES)
+def aux_search_results(
+    context: dg.AssetExecutionContext, config: SearchConfig
+) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    """For each window and product type: the candidates found in its source and the items
+    its selection policy picked (per platform, with alternatives)."""
+    started = time.monotonic()
+    _check_config(config)
+    try:
+        windows = windows_of(context.partition_keys, config.window_start, config.window_end)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from None
+    try:
+        if config.filter is not None:
+            cql = _validate_raw(config)
+            source = _open_sources(context, {config.source})[config.source]
+            documents = plan_raw(
+                cql,
+                source,
+                source_name=config.source,
+                collection=str(config.collection),
+                windows=windows,
+                search_collections=config.search_collections,
+                assets=config.assets,
+                limit=config.limit,
+                unpack=config.unpack,
+                timeout_s=config.timeout_s,
+            )
+        else:
+            specs = context.resources.products.load().select(config.product_types)
+            sources = _open_sources(context, {s.source for s in specs})
+            documents = plan_windows(
+                specs, windows, sources, timeout_s=config.timeout_s, log=context.log.info
+            )
+    except (ProductsFileError, SearchError, ValueError) as exc:
+        raise dg.Failure(str(exc)) from None
+    empty = docs.empty_selections(documents)
+    if config.error_if_empty and empty:
+        raise dg.Failure("no AUX product found for: " + "; ".join(empty))
+    per_day = {
+        key: {**docs.search_numbers(doc), "window": dg.MetadataValue.json(doc["window"])}
+        for key, doc in documents.items()
+    }
+    _report(context, per_day, started)
+    yield dg.Output(documents)
+    yield checks.mandatory_candidates(documents)
+
+
+def _priority(tags: Mapping[str, str]) -> int:
+    """The run's ``dagster/priority`` (0 when unset or not a number)."""
+    try:
+        return int(tags.get("dagster/priority", "0"))
+    except ValueError:
+        return 0
+
+
+@aux_asset(
+    {"catalog", "storage", *SOURCE_KEYS},
+    checks.ALL_STAGED_VERIFIED,
+    dg.AutomationCondition.eager(),  # follows aux_search_results
+)
+def aux_staged_items(
+    context: dg.AssetExecutionContext, aux_search_results: dict[str, Any]
+) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    """The picked items staged: bytes stored and verified, item registered in the catalog;
+    per item: staged, already present, or failed with its reason. Items found in our own
+    catalog (source ``catalog``) are not staged again. Transfers from a source wait for a slot
+    of its pool ``aux_source_<name>`` (:mod:`aux_assets.defs.pools`)."""
+    limits = {name: source_resource(context, name).max_connections for name in SOURCES}
+    started = time.monotonic()
+    gate = DagsterPoolGate(
+        context.instance,
+        context.run.run_id,
+        context.get_step_execution_context().step.key,
+        priority=_priority(context.run.tags),
+        log=context.log.info,
+    )
+
+    def source(name: str) -> tuple[bool, Any]:
+        resource = source_resource(context, name)
+        return resource.open().local, resource.auth()
+
+    catalog = context.resources.catalog.open()
+    try:
+        stager = Stager(catalog, context.resources.storage.open(), limits=limits, gate=gate)
+        tasks = stage_tasks(aux_search_results.values(), source)
+        outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
+    finally:
+        catalog.close()
+    if stager.swept:
+        context.log.info(f"removed {stager.swept} dead .part/.work leftover(s) of killed runs")
+
+    def outcome(collection: str, item_id: str) -> docs.StagedItem:
+        # an item without an outcome was found in our own catalog: nothing to stage
+        found = outcomes.get((collection, item_id))
+        return (found or ItemOutcome(item_id, collection, "catalog", "present")).to_json()
+
+    documents = {key: docs.staged_document(doc, outcome) for key, doc in aux_search_results.items()}
+    for failed in outcomes.values():
+        if failed.status == "failed":
+            context.log.error(f"{failed.collection}/{failed.item_id} failed: {failed.reason}")
+    moved = {key: o.bytes_transferred for key, o in outcomes.items()}
+    per_day = {
+        key: {**numbers, "catalog_lookups": catalog.lookups, "leftovers_removed": stager.swept}
+        for key, numbers in docs.staged_numbers(documents, moved).items()
+    }
+    _report(context, per_day, started)
+    yield dg.Output(documents)
+    yield checks.all_staged_verified(documents)
+
+
+@aux_asset({"catalog"}, checks.CATALOG_COVERAGE, dg.AutomationCondition.eager())
+def aux_catalog_items(
+    context: dg.AssetExecutionContext, aux_staged_items: dict[str, Any]
+) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    """The items as the catalog now holds them (staged hrefs), one selection per product type,
+    read back from the catalog in one batched lookup per collection; coverage per type."""
+    started = time.monotonic()
+    catalog = context.resources.catalog.open()
+    try:
+        held = {
+            collection: catalog.get_items(collection, ids)
+            for collection, ids in docs.wanted_items(aux_staged_items.values()).items()
+        }
+    finally:
+        catalog.close()
+    documents = {
+        key: docs.catalog_document(doc, held, catalog.item_url)
+        for key, doc in aux_staged_items.items()
+    }
+    _report(context, {key: _catalog_metadata(doc) for key, doc in documents.items()}, started)
+    yield dg.Output(documents)
+    yield checks.catalog_coverage(documents)

@@ -1,0 +1,295 @@
+"""The three asset documents: their typed shapes and the builders every producer uses.
+
+One document per day (partition) and asset, stored as JSON under
+``$AUX_ASSETS_HOME/io/<asset>/<day>.json``:
+
+- :class:`SearchDocument` (``aux_search_results``): per product type, the candidates found, the
+  filter sent and what the policy selected (or, in raw-filter mode, every match);
+- :class:`StagedDocument` (``aux_staged_items``): per selected item, its staging outcome;
+- :class:`CatalogDocument` (``aux_catalog_items``): the items as the catalog holds them, and the
+  coverage of every mandatory product type.
+
+All three share the envelope ``{"partition", "window", "products"}`` (:func:`day_document`).
+A unit is a platform (``sentinel-1a``); ``"None"`` stands for items without a platform and
+:data:`ANY_UNIT` for a product type that found nothing at all and lists no platforms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, NotRequired, TypedDict
+
+import pystac
+
+from aux_assets.utils.urls import strip_userinfo
+
+JsonDict = dict[str, Any]
+ANY_UNIT = "*"
+Status = Literal["staged", "present", "failed"]
+
+
+class WindowJson(TypedDict):
+    start: str
+    end: str
+
+
+class FeatureCollection(TypedDict):
+    type: Literal["FeatureCollection"]
+    features: list[JsonDict]
+
+
+class Candidate(TypedDict):
+    """A candidate of a product type, in short (raw-filter mode: ``id`` only)."""
+
+    id: str
+    start: NotRequired[str]
+    end: NotRequired[str]
+    generation: NotRequired[str]
+    platform: NotRequired[str | None]
+
+
+class SearchProduct(TypedDict):
+    """What one product type (``"cql2"`` in raw-filter mode) found and selected in a window."""
+
+    product_type: str
+    source: str
+    collection: str
+    policy: str | None
+    margin_before_s: NotRequired[float]
+    margin_after_s: NotRequired[float]
+    mandatory: bool
+    assets: list[str] | None
+    unpack: bool
+    filter: JsonDict
+    n_candidates: int
+    candidates: list[Candidate]
+    invalid_candidates: NotRequired[list[JsonDict]]
+    used_types: dict[str, list[str]]
+    missing_units: list[str]
+    gaps: NotRequired[dict[str, list[list[str]]]]
+    selected: FeatureCollection
+
+
+class StagedAsset(TypedDict):
+    key: str
+    href: str
+    size: int
+    checksum: str
+    source_href: str
+
+
+class StagedItem(TypedDict):
+    """The outcome of one selected item; ``reason`` says why it failed."""
+
+    item_id: str
+    collection: str
+    source: str
+    status: Status
+    reason: str | None
+    bytes_transferred: int
+    assets: list[StagedAsset]
+
+
+class StagedProduct(TypedDict):
+    product_type: str
+    policy: str | None
+    mandatory: bool
+    collection: str
+    missing_units: list[str]
+    items: list[StagedItem]
+
+
+class CatalogProduct(TypedDict):
+    product_type: str
+    policy: str | None
+    mandatory: bool
+    collection: str
+    items: FeatureCollection
+    item_urls: dict[str, str]
+
+
+class SearchDocument(TypedDict):
+    partition: str
+    window: WindowJson
+    products: list[SearchProduct]
+
+
+class StagedDocument(TypedDict):
+    partition: str
+    window: WindowJson
+    products: list[StagedProduct]
+
+
+class CatalogDocument(TypedDict):
+    partition: str
+    window: WindowJson
+    products: list[CatalogProduct]
+    coverage: dict[str, bool]
+
+
+def day_document(key: str, window: WindowJson, products: list[Any]) -> Any:
+    """The envelope every document of a day has (the caller types it)."""
+    return {"partition": key, "window": window, "products": products}
+
+
+def feature(item: pystac.Item) -> JsonDict:
+    """An item as a GeoJSON Feature dict, its hrefs as given but without userinfo: a password
+    written into a source's href is neither sent (see ``transfer``) nor shown in a document."""
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    for entry in [*doc.get("assets", {}).values(), *doc.get("links", [])]:
+        entry["href"] = strip_userinfo(entry["href"])
+    return doc
+
+
+def feature_collection(items: Iterable[pystac.Item]) -> FeatureCollection:
+    return {"type": "FeatureCollection", "features": [feature(i) for i in items]}
+
+
+def staged_document(
+    search: SearchDocument, outcome: Callable[[str, str], StagedItem]
+) -> StagedDocument:
+    """The staged document of a searched day: ``outcome(collection, item id)`` for each
+    selected item, in the order of the search document."""
+    products: list[StagedProduct] = [
+        {
+            "product_type": p["product_type"],
+            "policy": p["policy"],
+            "mandatory": p["mandatory"],
+            "collection": p["collection"],
+            "missing_units": p["missing_units"],
+            "items": [outcome(p["collection"], f["id"]) for f in p["selected"]["features"]],
+        }
+        for p in search["products"]
+    ]
+    doc: StagedDocument = day_document(search["partition"], search["window"], products)
+    return doc
+
+
+def catalog_document(
+    staged: StagedDocument,
+    held: Mapping[str, Mapping[str, pystac.Item]],
+    item_url: Callable[[str, str], str],
+) -> CatalogDocument:
+    """The catalog document of a staged day, from the items the catalog ``held`` (by
+    collection and id): a mandatory product type is covered when it has a selection, every
+    selected item is held and no unit was left uncovered."""
+    products: list[CatalogProduct] = []
+    coverage: dict[str, bool] = {}
+    for product in staged["products"]:
+        collection = product["collection"]
+        found = [held[collection].get(i["item_id"]) for i in product["items"]]
+        items = [item for item in found if item is not None]
+        complete = bool(items) and len(items) == len(found) and not product["missing_units"]
+        if product["mandatory"]:
+            ptype = product["product_type"]
+            coverage[ptype] = coverage.get(ptype, True) and complete
+        products.append(
+            {
+                "product_type": product["product_type"],
+                "policy": product["policy"],
+                "mandatory": product["mandatory"],
+                "collection": collection,
+                "items": feature_collection(items),
+                "item_urls": {i.id: item_url(collection, i.id) for i in items},
+            }
+        )
+    doc: CatalogDocument = day_document(staged["partition"], staged["window"], products)
+    doc["coverage"] = coverage
+    return doc
+
+
+def wanted_items(documents: Iterable[StagedDocument]) -> dict[str, list[str]]:
+    """The item ids of staged documents by collection (sorted): what to read back."""
+    wanted: dict[str, set[str]] = {}
+    for doc in documents:
+        for product in doc["products"]:
+            ids = wanted.setdefault(product["collection"], set())
+            ids.update(item["item_id"] for item in product["items"])
+    return {collection: sorted(ids) for collection, ids in sorted(wanted.items())}
+
+
+def empty_selections(documents: Mapping[str, SearchDocument]) -> list[str]:
+    """``<day> <product type>`` for every product type that selected nothing."""
+    return [
+        f"{key} {p['product_type']}"
+        for key, doc in documents.items()
+        for p in doc["products"]
+        if not p["selected"]["features"]
+    ]
+
+
+def mandatory_gaps(documents: Mapping[str, SearchDocument]) -> list[str]:
+    """``<day> <product type> (<units>)`` for every mandatory type with a unit left uncovered."""
+    return [
+        f"{key} {p['product_type']} ({', '.join(p['missing_units'])})"
+        for key, doc in sorted(documents.items())
+        for p in doc["products"]
+        if p["mandatory"] and p["missing_units"]
+    ]
+
+
+def failed_items(documents: Mapping[str, StagedDocument]) -> dict[str, str | None]:
+    """``{<collection>/<item id>: reason}`` of every failed item."""
+    return {
+        f"{o['collection']}/{o['item_id']}": o["reason"]
+        for doc in documents.values()
+        for p in doc["products"]
+        for o in p["items"]
+        if o["status"] == "failed"
+    }
+
+
+def uncovered(documents: Mapping[str, CatalogDocument]) -> list[str]:
+    """``<day> <product type>`` for every mandatory type the catalog does not cover."""
+    return [
+        f"{key} {product_type}"
+        for key, doc in sorted(documents.items())
+        for product_type, covered in doc["coverage"].items()
+        if not covered
+    ]
+
+
+def search_numbers(doc: SearchDocument) -> dict[str, int]:
+    """What a searched day plots: candidates, selections, product types, mandatory gaps."""
+    products = doc["products"]
+    return {
+        "n_candidates": sum(len(p["candidates"]) for p in products),
+        "n_selected": sum(len(p["selected"]["features"]) for p in products),
+        "n_product_types": len({p["product_type"] for p in products}),
+        "n_missing_mandatory": sum(bool(p["mandatory"] and p["missing_units"]) for p in products),
+    }
+
+
+def staged_numbers(
+    documents: Mapping[str, StagedDocument], bytes_moved: Mapping[tuple[str, str], int]
+) -> dict[str, dict[str, int]]:
+    """Per day: item outcomes, and the bytes moved (``bytes_moved`` by collection and id) for
+    the items it is the first day of."""
+    counted: set[tuple[str, str]] = set()
+    per_day: dict[str, dict[str, int]] = {}
+    for key, doc in sorted(documents.items()):
+        items = [o for p in doc["products"] for o in p["items"]]
+        moved = 0
+        for item in items:
+            ident = (item["collection"], item["item_id"])
+            if ident in bytes_moved and ident not in counted:
+                counted.add(ident)
+                moved += bytes_moved[ident]
+        per_day[key] = {
+            **{f"n_{s}": sum(i["status"] == s for i in items) for s in ("staged", "present")},
+            "n_failed": sum(i["status"] == "failed" for i in items),
+            "bytes_staged": moved,
+        }
+    return per_day
+
+
+def catalog_features(doc: CatalogDocument) -> tuple[int, FeatureCollection]:
+    """How many distinct items a catalog document holds, and them as one collection."""
+    features = {
+        (f["collection"], f["id"]): f for p in doc["products"] for f in p["items"]["features"]
+    }
+    collection: FeatureCollection = {
+        "type": "FeatureCollection",
+        "features": list(features.values()),
+    }
+    return len(features), collection

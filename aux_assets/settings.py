@@ -1,0 +1,40 @@
+"""Settings from the environment that both layers read: the home folder, the first partition
+day, and positive whole numbers. A bad value is an error naming the variable and the fix."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+
+DEFAULT_START = "2026-01-01"  # first day of the embedded sample (aux_assets.sample.DEFAULT_START)
+
+
+def aux_home(env: Mapping[str, str] | None = None) -> Path:
+    """``AUX_ASSETS_HOME`` (default ``./.aux_assets``), absolute."""
+    env = os.environ if env is None else env
+    return Path(env.get("AUX_ASSETS_HOME") or ".aux_assets").resolve()
+
+
+def partitions_start(value: str | None = None) -> str:
+    """``AUX_PARTITIONS_START`` validated as ``YYYY-MM-DD`` (default: the demo data's first day)."""
+    text = value if value is not None else os.environ.get("AUX_PARTITIONS_START", DEFAULT_START)
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"AUX_PARTITIONS_START={text!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-01"
+        ) from None
+    return text
+
+
+def positive_int_env(env: Mapping[str, str] | None, name: str, default: int, unit: str) -> int:
+    """The positive whole number in ``env[name]`` (default: the process environment), or
+    ``default`` when unset or empty; otherwise an error that names the variable."""
+    text = (os.environ if env is None else env).get(name) or str(default)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
+        )
+    return int(text)

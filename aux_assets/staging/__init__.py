@@ -1,0 +1,14 @@
+"""What moves bytes: dedupe -> admit -> transfer -> verify -> unpack -> commit -> register.
+
+:mod:`~aux_assets.staging.stager` drives an item through those steps,
+:mod:`~aux_assets.staging.items` is the shape of a registered item,
+:mod:`~aux_assets.staging.transfer` the streaming download engine,
+:mod:`~aux_assets.staging.archives` safe unpacking, and :mod:`~aux_assets.staging.gates` the
+admission to a source shared between runs. The invariants are in ``docs/design/staging.md``.
+"""
+
+from __future__ import annotations
+
+from aux_assets.staging.stager import AssetOutcome, ItemOutcome, Stager, StageTask, stage_tasks
+
+__all__ = ["AssetOutcome", "ItemOutcome", "StageTask", "Stager", "stage_tasks"]

@@ -1,0 +1,111 @@
+"""What a registered item looks like: the contract between staging and every catalog.
+
+A registered item is a copy of the source item with our assets: each asset's href points at our
+storage, ``file:size`` and ``file:checksum`` (a multihash) are what we verified, and
+``alternate.source`` keeps the source's href (without userinfo) and the size and checksum it
+announced. Links are dropped (catalogs make their own); the file and alternate-assets extensions
+are declared. Assets are stored as ``<collection>/<item id>/<file name>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import pystac
+
+from aux_assets.utils.checksums import Checksum, ChecksumError
+from aux_assets.utils.names import UnsafeNameError, check_safe_name
+from aux_assets.utils.urls import strip_userinfo
+
+ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
+FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
+
+
+def asset_filename(key: str, asset: pystac.Asset) -> str:
+    """The file name of an asset in storage: its key when it looks like a file name, else the
+    last segment of its href when that does, else the key."""
+    if "." in key.strip("."):
+        return check_safe_name(key, "asset key")
+    tail = PurePosixPath(unquote(urlparse(asset.href).path)).name
+    with contextlib.suppress(UnsafeNameError):
+        if "." in tail.strip(".") and check_safe_name(tail, "asset file name"):
+            return tail
+    return check_safe_name(key, "asset key")
+
+
+def storage_key(collection: str, item_id: str, filename: str) -> str:
+    """Where an asset's file is stored."""
+    return f"{collection}/{item_id}/{filename}"
+
+
+def source_checksum(asset: pystac.Asset) -> Checksum | None:
+    """The checksum a source asset announces (``ChecksumError`` if it cannot be read)."""
+    value = asset.extra_fields.get("file:checksum")
+    return Checksum.parse(str(value)) if value else None
+
+
+def alternate_source(asset: pystac.Asset) -> dict[str, Any]:
+    """What a registered asset records of its source (``alternate.source``)."""
+    source: dict[str, Any] = asset.extra_fields.get("alternate", {}).get("source", {})
+    return source
+
+
+def registered_checksum(asset: pystac.Asset) -> Checksum | None:
+    """The checksum the source announced for a registered asset, else the one we verified;
+    ``None`` when neither can be read."""
+    value = alternate_source(asset).get("file:checksum") or asset.extra_fields.get("file:checksum")
+    try:
+        return Checksum.parse(str(value)) if value else None
+    except ChecksumError:
+        return None
+
+
+def registered_asset(
+    source: pystac.Asset, href: str, size: int, checksum: Checksum, *, unpacked: bool = False
+) -> pystac.Asset:
+    """The registered asset: the source's fields, our href, the verified size and checksum, and
+    the source as ``alternate.source``. An ``unpacked`` asset (the largest member of an archive)
+    has no media type: the source's is the archive's."""
+    extra = {k: v for k, v in source.extra_fields.items() if not k.startswith("file:")}
+    extra.update({"file:size": size, "file:checksum": checksum.multihash()})
+    # a password in a source href is neither sent (see transfer.py) nor registered
+    alternate: dict[str, Any] = {"href": strip_userinfo(source.href)}
+    for name in ("file:size", "file:checksum"):
+        if name in source.extra_fields:
+            alternate[name] = source.extra_fields[name]
+    extra["alternate"] = {"source": alternate}
+    return pystac.Asset(
+        href=href,
+        title=source.title,
+        description=source.description,
+        media_type=None if unpacked else source.media_type,
+        roles=source.roles,
+        extra_fields=extra,
+    )
+
+
+def registered_item(
+    source: pystac.Item, collection: str, assets: dict[str, pystac.Asset]
+) -> pystac.Item:
+    """A copy of ``source`` for the catalog: our assets, no links, the file and alternate
+    extensions declared. (Built field by field: a generic ``deepcopy`` of a pystac item costs
+    more than writing it to the catalog.)"""
+    item = pystac.Item(
+        id=source.id,
+        geometry=copy.deepcopy(source.geometry),
+        bbox=list(source.bbox) if source.bbox is not None else None,
+        datetime=source.datetime,
+        properties=copy.deepcopy(source.properties),
+        stac_extensions=[
+            *source.stac_extensions,
+            *(e for e in (FILE_EXT, ALTERNATE_EXT) if e not in source.stac_extensions),
+        ],
+        collection=collection,
+        extra_fields=copy.deepcopy(source.extra_fields),
+    )
+    item.assets = assets
+    return item

@@ -1,0 +1,16 @@
+"""Text for messages and ``repr``: one line, bounded, secrets masked."""
+
+from __future__ import annotations
+
+MESSAGE_CHARS = 300
+
+
+def shorten(text: str) -> str:
+    """``text`` on one line, at most :data:`MESSAGE_CHARS` characters (for error messages)."""
+    text = " ".join(text.split())
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 3] + "..."
+
+
+def mask_secret(secret: str | None) -> str:
+    """How a secret field shows in a ``repr``: ``'***'`` when set."""
+    return "'***'" if secret else "None"
