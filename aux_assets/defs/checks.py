@@ -35,32 +35,27 @@ CATALOG_COVERAGE = dg.AssetCheckSpec(
 )
 
 
-def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dg.AssetCheckResult:
-    gaps = mandatory_gaps(documents)
+def _result(
+    spec: dg.AssetCheckSpec, key: str, problems: list[str] | dict[str, str | None], what: str
+) -> dg.AssetCheckResult:
+    """Passed when there are no ``problems``; they go to the metadata (``key``, ``n_<key>``)
+    and the first 20 to the description, after ``what``."""
+    shown = [f"{k}: {v}" for k, v in problems.items()] if isinstance(problems, dict) else problems
     return dg.AssetCheckResult(
-        check_name=MANDATORY_CANDIDATES.name,
-        passed=not gaps,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"missing": dg.MetadataValue.json(gaps), "n_missing": len(gaps)},
-        description="no selection for: " + "; ".join(gaps[:20]) if gaps else None,
+        check_name=spec.name,
+        passed=not problems,
+        metadata={key: dg.MetadataValue.json(problems), f"n_{key}": len(problems)},
+        description=f"{what}{'; '.join(shown[:20])}" if problems else None,
     )
+
+
+def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dg.AssetCheckResult:
+    return _result(MANDATORY_CANDIDATES, "missing", mandatory_gaps(documents), "no selection for: ")
 
 
 def all_staged_verified(documents: Mapping[str, StagedDocument]) -> dg.AssetCheckResult:
-    failed = failed_items(documents)
-    return dg.AssetCheckResult(
-        check_name=ALL_STAGED_VERIFIED.name,
-        passed=not failed,
-        metadata={"failed": dg.MetadataValue.json(failed), "n_failed": len(failed)},
-        description="; ".join(f"{k}: {v}" for k, v in list(failed.items())[:20]) or None,
-    )
+    return _result(ALL_STAGED_VERIFIED, "failed", failed_items(documents), "")
 
 
 def catalog_coverage(documents: Mapping[str, CatalogDocument]) -> dg.AssetCheckResult:
-    gaps = uncovered(documents)
-    return dg.AssetCheckResult(
-        check_name=CATALOG_COVERAGE.name,
-        passed=not gaps,
-        metadata={"uncovered": dg.MetadataValue.json(gaps), "n_uncovered": len(gaps)},
-        description="not covered: " + "; ".join(gaps[:20]) if gaps else None,
-    )
+    return _result(CATALOG_COVERAGE, "uncovered", uncovered(documents), "not covered: ")
