@@ -37,22 +37,17 @@ from datetime import UTC, date, datetime, time, timedelta
 import pystac
 from pystac.utils import str_to_datetime
 
-from aux_assets.filters import JsonDict
+from aux_assets.filters import JsonDict, timestamp
 from aux_assets.products import ProductSpec
 from aux_assets.selection import policy_family, validity
 from aux_assets.sources.base import SearchRequest
+from aux_assets.utils.times import utc_text
 
 RUN_KEY_PREFIX = "aux_new_products"
 PUBLISHED_ASCENDING: tuple[JsonDict, ...] = ({"field": "properties.published", "direction": "asc"},)
 _DAY = timedelta(days=1)
 _MIN = datetime.min.replace(tzinfo=UTC)
 _DIGEST_CHARS = 16
-
-
-def _utc_text(value: datetime) -> str:
-    if value.utcoffset() is None:
-        raise ValueError(f"{value.isoformat()} is a naive datetime; pass a UTC one")
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -87,7 +82,7 @@ def new_items_request(specs: Sequence[ProductSpec], since: datetime, limit: int)
         "op": "and",
         "args": [
             {"op": "in", "args": [{"property": "product:type"}, types]},
-            {"op": ">", "args": [{"property": "published"}, {"timestamp": _utc_text(since)}]},
+            {"op": ">", "args": [{"property": "published"}, timestamp(since)]},
         ],
     }
     collections: tuple[str, ...] | None = None
@@ -302,7 +297,7 @@ class Cursor:
 
     def to_text(self) -> str:
         return json.dumps(
-            {"published": {k: _utc_text(v) for k, v in sorted(self.published.items())}}
+            {"published": {k: utc_text(v) for k, v in sorted(self.published.items())}}
         )
 
     def since(self, source: str) -> datetime:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 import cql2
+
+from aux_assets.utils.times import utc_text
 
 JsonDict = dict[str, Any]
 WindowKind = Literal["cover", "intersect", "any"]
@@ -66,10 +68,12 @@ def create_valcover_filter(
     }
 
 
-def _timestamp(value: datetime) -> JsonDict:
-    if value.tzinfo is None:
-        raise FilterError(f"datetime {value.isoformat()} has no timezone; use UTC datetimes")
-    return {"timestamp": value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+def timestamp(value: datetime) -> JsonDict:
+    """A CQL2 timestamp literal of an aware datetime, in UTC (:class:`FilterError` if naive)."""
+    try:
+        return {"timestamp": utc_text(value)}
+    except ValueError as exc:
+        raise FilterError(str(exc)) from None
 
 
 def window_filter(
@@ -91,11 +95,11 @@ def window_filter(
     if platforms:
         args.append({"op": "in", "args": [{"property": "platform"}, list(platforms)]})
     if kind == "cover":
-        args.append({"op": "<=", "args": [{"property": "start_datetime"}, _timestamp(start)]})
-        args.append({"op": ">=", "args": [{"property": "end_datetime"}, _timestamp(end)]})
+        args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(start)]})
+        args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(end)]})
     elif kind == "intersect":
-        args.append({"op": "<=", "args": [{"property": "start_datetime"}, _timestamp(end)]})
-        args.append({"op": ">=", "args": [{"property": "end_datetime"}, _timestamp(start)]})
+        args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(end)]})
+        args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(start)]})
     return args[0] if len(args) == 1 else {"op": "and", "args": args}
 
 

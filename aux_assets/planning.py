@@ -48,6 +48,7 @@ from aux_assets.selection import (
     validity,
 )
 from aux_assets.sources.base import SearchError, SearchRequest, Source
+from aux_assets.utils.times import parse_utc
 
 
 @dataclass(frozen=True)
@@ -75,12 +76,11 @@ class Window:
 
 def _parse_time(text: str, field: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_utc(text)
     except ValueError:
         raise ValueError(
             f"{field}={text!r} is not an ISO 8601 datetime; use e.g. 2026-01-05T10:00:00Z"
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def windows_of(

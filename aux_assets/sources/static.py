@@ -17,6 +17,7 @@ import pystac
 
 from aux_assets.filters import JsonDict
 from aux_assets.sources.base import SearchError, SearchRequest
+from aux_assets.utils.times import parse_utc
 from aux_assets.utils.urls import file_path
 
 # cql2-rs cannot turn timestamps after 9999-12-30T22:00:00Z into Unix time (it raises), yet
@@ -53,8 +54,7 @@ def _interval(value: str) -> tuple[datetime, datetime]:
     def parse(text: str, default: datetime) -> datetime:
         if text in {"", ".."}:
             return default
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return parse_utc(text)
 
     return parse(start, datetime.min.replace(tzinfo=UTC)), parse(
         end, datetime.max.replace(tzinfo=UTC)
