@@ -107,21 +107,25 @@ async def renewing(send: Callable[[], Awaitable[T]], auth: Auth | None) -> T:
     try:
         return await send()
     except Unauthorized:
-        if auth is None or not await _refresh(auth):
+        if not await _renewed(auth):
             raise
     return await send()
 
 
 def renewing_blocking(send: Callable[[], T], auth: Auth | None) -> T:
-    """:func:`renewing` for a blocking ``send`` (run in a thread without an event loop)."""
-
-    async def call() -> T:
+    """:func:`renewing` for a blocking ``send`` (an event loop runs only to renew)."""
+    try:
         return send()
+    except Unauthorized:
+        if not asyncio.run(_renewed(auth)):
+            raise
+    return send()
 
-    return asyncio.run(renewing(call, auth))
 
-
-async def _refresh(auth: Auth) -> bool:
+async def _renewed(auth: Auth | None) -> bool:
+    """Whether ``auth`` renewed its credentials after a 401 (:class:`AuthError` if it failed)."""
+    if auth is None:
+        return False
     try:
         return await auth.refresh()
     except AuthError:
