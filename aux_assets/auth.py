@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -113,11 +115,20 @@ async def renewing(send: Callable[[], Awaitable[T]], auth: Auth | None) -> T:
 
 
 def renewing_blocking(send: Callable[[], T], auth: Auth | None) -> T:
-    """:func:`renewing` for a blocking ``send`` (an event loop runs only to renew)."""
+    """:func:`renewing` for a blocking ``send`` (an event loop runs only to renew: in this
+    thread, or in a worker thread when this one already runs a loop, e.g. a notebook)."""
     try:
         return send()
     except Unauthorized:
-        if not asyncio.run(_renewed(auth)):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            renewed = asyncio.run(_renewed(auth))
+        else:
+            context = contextvars.copy_context()  # the credentials' record of what was sent
+            with ThreadPoolExecutor(1) as worker:
+                renewed = worker.submit(context.run, asyncio.run, _renewed(auth)).result()
+        if not renewed:
             raise
     return send()
 

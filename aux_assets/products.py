@@ -32,8 +32,8 @@ class ProductSpec(BaseModel):
     collection: str
     source_collections: tuple[str, ...] | None = None
     policy: str = "LatestValCover"
-    margin_before_s: float = Field(default=0, ge=0)
-    margin_after_s: float = Field(default=0, ge=0)
+    margin_before_s: float = Field(default=0, ge=0, allow_inf_nan=False)
+    margin_after_s: float = Field(default=0, ge=0, allow_inf_nan=False)
     platforms: tuple[str, ...] | None = None
     assets: tuple[str, ...] | None = None
     mandatory: bool = True

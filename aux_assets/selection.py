@@ -3,7 +3,7 @@
 ``select(items, policy, start, end, margin_before_s, margin_after_s)`` returns the items that
 ``policy`` selects for the processing window ``[start, end]``. Definitions follow Annex B of the
 *Generic IPF Interface Specification* as quoted by prosEO, CS-Group and COPRS
-(``design/aux-data.md`` section 3). Where those implementations disagree, the choice made here is
+(``docs/design/policies.md``). Where those implementations disagree, the choice made here is
 given with its reason.
 
 Notation
@@ -126,6 +126,7 @@ CLOSEST_EDGE: dict[str, Literal["start", "end"]] = {
 
 _MIN = datetime.min.replace(tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
+_MAX_MARGIN_S = (_MAX - _MIN).total_seconds()  # a longer margin leaves every date range
 
 _Key = tuple[Any, ...]
 
@@ -205,6 +206,8 @@ class Margins:
                     f"{name} must be a finite number of seconds >= 0 (margins only enlarge the "
                     f"window), got {margin!r}"
                 )
+            if margin > _MAX_MARGIN_S:
+                raise ValueError(f"{name} {margin!r} s is longer than the supported date range")
 
     @property
     def before(self) -> timedelta:

@@ -16,7 +16,10 @@ from aux_assets.auth import (
     OAuth2Auth,
     OAuth2Settings,
     StaticAuth,
+    Unauthorized,
     auth_from_env,
+    renewing,
+    renewing_blocking,
 )
 from aux_assets.sources.profiles import profile
 from aux_assets.staging.transfer import TransferEngine, TransferRequest
@@ -423,3 +426,117 @@ def test_auth_origins_extend_where_the_oauth2_token_goes() -> None:
     custom["AUX_PRIP_AUTH_ORIGINS"] = "ftp://x"
     with pytest.raises(ValueError, match="AUX_PRIP_AUTH_ORIGINS"):
         auth_from_env("AUX_PRIP", custom, "https://prip.example/stac")
+
+
+# renewing / renewing_blocking: the one rule for a 401
+
+FAKE_SECRET = "hunter2-client-secret"
+
+
+class FakeAuth:
+    """An Auth whose refresh answers ``renewed`` or raises ``error``, counting the calls."""
+
+    def __init__(self, renewed: bool = True, error: Exception | None = None) -> None:
+        self.renewed = renewed
+        self.error = error
+        self.refreshes = 0
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        return {"Authorization": "Bearer fake"}
+
+    async def refresh(self) -> bool:
+        self.refreshes += 1
+        if self.error is not None:
+            raise self.error
+        return self.renewed
+
+
+class Sender:
+    """A send that answers 401 (``Unauthorized``) the first ``rejections`` times, then "ok"."""
+
+    def __init__(self, rejections: int) -> None:
+        self.rejections = rejections
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.rejections:
+            raise Unauthorized(f"HTTP 401 Unauthorized (attempt {self.calls})")
+        return "ok"
+
+    async def send(self) -> str:
+        return self()
+
+
+def run_renewing(sender: Sender, auth: FakeAuth | None, blocking: bool) -> str:
+    if blocking:
+        return renewing_blocking(sender, auth)
+    return asyncio.run(renewing(sender.send, auth))
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_a_request_without_401_is_sent_once_and_nothing_is_renewed(blocking: bool) -> None:
+    sender, auth = Sender(0), FakeAuth()
+    assert run_renewing(sender, auth, blocking) == "ok"
+    assert sender.calls == 1 and auth.refreshes == 0
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_a_401_renews_once_and_sends_again(blocking: bool) -> None:
+    sender, auth = Sender(1), FakeAuth()
+    assert run_renewing(sender, auth, blocking) == "ok"
+    assert sender.calls == 2 and auth.refreshes == 1
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_a_second_401_is_raised(blocking: bool) -> None:
+    sender, auth = Sender(2), FakeAuth()
+    with pytest.raises(Unauthorized, match="attempt 2"):
+        run_renewing(sender, auth, blocking)
+    assert sender.calls == 2 and auth.refreshes == 1
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+@pytest.mark.parametrize("has_auth", [False, True], ids=["no-auth", "not-renewed"])
+def test_a_401_with_nothing_to_renew_is_raised_after_one_send(
+    blocking: bool, has_auth: bool
+) -> None:
+    sender, auth = Sender(1), FakeAuth(renewed=False) if has_auth else None
+    with pytest.raises(Unauthorized, match="attempt 1"):
+        run_renewing(sender, auth, blocking)
+    assert sender.calls == 1
+    assert auth is None or auth.refreshes == 1
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_a_failed_renewal_raises_its_auth_error(blocking: bool) -> None:
+    error = AuthError("token endpoint said no")
+    sender, auth = Sender(1), FakeAuth(error=error)
+    with pytest.raises(AuthError) as raised:
+        run_renewing(sender, auth, blocking)
+    assert raised.value is error
+    assert sender.calls == 1 and auth.refreshes == 1
+
+
+@pytest.mark.parametrize("blocking", [False, True], ids=["async", "blocking"])
+def test_a_renewal_crash_becomes_an_auth_error_naming_only_its_type(blocking: bool) -> None:
+    sender = Sender(1)
+    auth = FakeAuth(error=KeyError(f"bad response with client_secret={FAKE_SECRET}"))
+    with pytest.raises(AuthError) as raised:
+        run_renewing(sender, auth, blocking)
+    message = str(raised.value)
+    assert "KeyError" in message and FAKE_SECRET not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    assert sender.calls == 1 and auth.refreshes == 1
+
+
+def test_a_blocking_send_renews_even_where_an_event_loop_runs() -> None:
+    """A search from a notebook or an async test (this thread runs a loop): the renewal runs in
+    a worker thread instead of failing with 'asyncio.run() cannot be called'."""
+    sender, auth = Sender(1), FakeAuth()
+
+    async def from_a_running_loop() -> str:
+        return renewing_blocking(sender, auth)
+
+    assert asyncio.run(from_a_running_loop()) == "ok"
+    assert sender.calls == 2 and auth.refreshes == 1

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import random
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pystac
 import pytest
 
+from aux_assets import selection
 from aux_assets.selection import (
+    CLOSEST_EDGE,
     POLICIES,
+    Margins,
     UnknownPolicyError,
     Validity,
     check_policy,
     generation_time,
+    policy_family,
     policy_window_kind,
     processing_window,
     select,
@@ -733,3 +739,182 @@ def test_single_result_policies_return_at_most_one() -> None:
             continue
         for start, end, before, after in WINDOWS:
             assert len(select(pool, policy, start, end, before, after)) <= 1
+
+
+# policy families and margins
+
+FAMILIES = {
+    "ValCover": "cover",
+    "LatestValCover": "cover",
+    "BestCentredCover": "cover",
+    "LatestValCoverClosest": "cover",
+    "ValIntersect": "intersect",
+    "LatestValIntersect": "intersect",
+    "ValIntersectWithoutDuplicate": "intersect",
+    "LargestOverlap": "intersect",
+    "LargestOverlap85": "intersect",
+    "LatestValidityClosest": "closest",
+    "ClosestStartValidity": "closest",
+    "ClosestStopValidity": "closest",
+    "LatestValidity": "latest",
+    "LatestStopValidity": "latest",
+    "LatestGeneration": "latest",
+}
+DAY_MIN = datetime.min.replace(tzinfo=UTC)
+DAY_MAX = datetime.max.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("policy", "family"), FAMILIES.items())
+def test_every_policy_belongs_to_its_family(policy: str, family: str) -> None:
+    assert policy_family(policy) == family
+
+
+def test_policies_are_the_fifteen_in_the_documented_order() -> None:
+    assert POLICIES == (
+        "ValCover",
+        "LatestValCover",
+        "ValIntersect",
+        "LatestValIntersect",
+        "ValIntersectWithoutDuplicate",
+        "LatestValidity",
+        "LatestStopValidity",
+        "LatestValidityClosest",
+        "ClosestStartValidity",
+        "ClosestStopValidity",
+        "BestCentredCover",
+        "LatestValCoverClosest",
+        "LargestOverlap",
+        "LargestOverlap85",
+        "LatestGeneration",
+    )
+    assert set(POLICIES) == set(FAMILIES)
+    # the module docstring describes them in the same order
+    assert tuple(re.findall(r"(?m)^    ([A-Z][A-Za-z0-9]+)$", selection.__doc__ or "")) == POLICIES
+
+
+def test_closest_edge_names_exactly_the_closest_policies() -> None:
+    closest = {policy for policy, family in FAMILIES.items() if family == "closest"}
+    assert set(CLOSEST_EDGE) == closest
+    assert CLOSEST_EDGE["ClosestStopValidity"] == "end"
+    assert CLOSEST_EDGE["ClosestStartValidity"] == CLOSEST_EDGE["LatestValidityClosest"] == "start"
+
+
+@pytest.mark.parametrize("policy", ["ValCovr", "valcover", "", "LatestValCover "])
+def test_policy_family_refuses_an_unknown_policy(policy: str) -> None:
+    with pytest.raises(UnknownPolicyError, match="valid policies: ValCover, LatestValCover"):
+        policy_family(policy)
+
+
+def test_an_unknown_policy_suggests_the_closest_name() -> None:
+    with pytest.raises(UnknownPolicyError, match="did you mean 'ValCover'"):
+        policy_family("ValCovr")
+
+
+def test_widen_subtracts_the_before_margin_and_adds_the_after_margin() -> None:
+    start, end = t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00")
+    assert Margins(60, 7200).widen(start, end) == Validity(
+        t("2026-01-04T23:59:00"), t("2026-01-06T02:00:00")
+    )
+    assert Margins(0.5, 0).widen(start, end).start == start - timedelta(milliseconds=500)
+    assert Margins().widen(start, end) == Validity(start, end)
+
+
+def test_covering_is_the_span_of_windows_whose_widened_window_lies_in_the_validity() -> None:
+    margins = Margins(60, 7200)
+    v = Validity(t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00"))
+    span = margins.covering(v)
+    assert span == Validity(t("2026-01-05T00:01:00"), t("2026-01-05T22:00:00"))
+    # the extreme window of the span widens exactly to the validity ...
+    assert margins.widen(span.start, span.end) == v
+    # ... and a second more on either side leaves it
+    second = timedelta(seconds=1)
+    assert margins.widen(span.start - second, span.end).start < v.start
+    assert margins.widen(span.start, span.end + second).end > v.end
+
+
+def test_covering_a_validity_shorter_than_the_margins_is_empty() -> None:
+    v = Validity(t("2026-01-05T00:00:00"), t("2026-01-05T01:00:00"))
+    span = Margins(1800, 3600).covering(v)
+    assert span.end < span.start
+
+
+def test_meeting_is_the_span_touched_by_windows_whose_widened_window_meets_the_validity() -> None:
+    margins = Margins(60, 7200)
+    v = Validity(t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00"))
+    span = margins.meeting(v)
+    # [vs - dt1, ve + dt0]: a window ending at span.start or starting at span.end still meets v
+    assert span == Validity(t("2026-01-04T22:00:00"), t("2026-01-06T00:01:00"))
+    assert margins.widen(span.start - timedelta(hours=1), span.start).end == v.start
+    assert margins.widen(span.end, span.end + timedelta(hours=1)).start == v.end
+
+
+def test_covering_and_meeting_hold_at_the_ends_of_the_date_range() -> None:
+    margins = Margins(60, 7200)
+    open_ended = Validity(t("2020-01-01T00:00:00"), datetime.fromisoformat(OPEN_END))
+    assert margins.meeting(open_ended).end == DAY_MAX
+    assert margins.meeting(Validity(DAY_MIN, DAY_MAX)) == Validity(DAY_MIN, DAY_MAX)
+    assert margins.covering(Validity(DAY_MIN, DAY_MAX)) == Validity(
+        DAY_MIN + timedelta(seconds=60), DAY_MAX - timedelta(seconds=7200)
+    )
+    late = Validity(datetime.fromisoformat(OPEN_END), DAY_MAX)
+    assert margins.covering(late).start == DAY_MAX
+    early = Validity(DAY_MIN, DAY_MIN)
+    assert margins.covering(early) == Validity(DAY_MIN + timedelta(seconds=60), DAY_MIN)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "name"),
+    [
+        (-1, 0, "margin_before_s"),
+        (0, -0.5, "margin_after_s"),
+        (math.nan, 0, "margin_before_s"),
+        (0, math.nan, "margin_after_s"),
+        (math.inf, 0, "margin_before_s"),
+        (0, -math.inf, "margin_after_s"),
+    ],
+)
+def test_a_negative_or_non_finite_margin_is_refused_by_name(
+    before: float, after: float, name: str
+) -> None:
+    with pytest.raises(ValueError, match=name):
+        Margins(before, after)
+    with pytest.raises(ValueError, match=name):
+        processing_window(t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00"), before, after)
+
+
+def test_a_margin_longer_than_the_date_range_is_refused_not_overflowed() -> None:
+    with pytest.raises(ValueError, match="margin_after_s 1e\\+20 s is longer than"):
+        Margins(0, 1e20)
+    huge = Margins(3e11, 3e11)  # just within the range: the spans are held at its ends
+    span = huge.meeting(Validity(t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00")))
+    assert (span.start, span.end) == (DAY_MIN, DAY_MAX)
+
+
+def test_widen_refuses_a_window_that_leaves_the_date_range() -> None:
+    with pytest.raises(ValueError, match="leaves the supported date range"):
+        Margins(1, 0).widen(DAY_MIN, t("2026-01-05T00:00:00"))
+    with pytest.raises(ValueError, match="leaves the supported date range"):
+        Margins(0, 1).widen(t("2026-01-05T00:00:00"), DAY_MAX)
+    open_end = datetime.fromisoformat(OPEN_END)
+    with pytest.raises(ValueError, match="leaves the supported date range"):
+        processing_window(t("2026-01-05T00:00:00"), open_end, 0, 3600)
+    assert processing_window(t("2026-01-05T00:00:00"), open_end).end == open_end
+
+
+def test_processing_window_is_the_widened_window_in_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+    start = datetime(2026, 1, 5, 1, tzinfo=paris)
+    end = datetime(2026, 1, 6, 1, tzinfo=paris)
+    w = processing_window(start, end, 90, 30)
+    assert w == Margins(90, 30).widen(start, end)
+    assert w == Validity(t("2026-01-04T23:58:30"), t("2026-01-06T00:00:30"))
+    assert w.start.utcoffset() == w.end.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("naive", ["start", "end"])
+def test_processing_window_refuses_naive_datetimes(naive: str) -> None:
+    start, end = t("2026-01-05T00:00:00"), t("2026-01-06T00:00:00")
+    bounds = {"start": start, "end": end}
+    bounds[naive] = bounds[naive].replace(tzinfo=None)
+    with pytest.raises(ValueError, match=f"{naive} .* is a naive datetime"):
+        processing_window(bounds["start"], bounds["end"], 60, 60)

@@ -1,0 +1,1 @@
+"""Tests of the Dagster layer (aux_assets.defs and aux_assets.definitions)."""
