@@ -2,8 +2,10 @@
 
 For a run over several windows (a backfill range), each product type is searched once over
 the union of the windows with an inclusive prefilter (``intersect`` for cover and intersect
-policies: a superset of the candidates of every window and sub-window; the product type alone
-for validity-free policies), and the policy is then applied to each window on the client.
+policies: a superset of the candidates of every window and sub-window; for closest policies
+the windows widened by :data:`LOOKAROUND` first, and the product type alone only when that
+cannot prove the closest file; the product type alone for latest policies), and the policy is
+then applied to each window on the client.
 Selection is made per platform (unit), so a unit-dependent type yields one file per unit.
 
 A day is longer than many validities (ECMWFD: 12 h, RESORB: 3 h 17 m), and a newer file may

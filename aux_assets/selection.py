@@ -494,8 +494,8 @@ def select(
 ) -> list[pystac.Item]:
     """Apply ESA selection ``policy`` to ``items`` for the window [start, end] plus margins.
 
-    Returns [] or [item] for single-result policies, all matches in (vs, ve, generation, id)
-    order for ValCover, ValIntersect and ValIntersectWithoutDuplicate. Raises
+    Returns [] or [item] for single-result policies, all matches in (vs, ve, generation,
+    publication, id) order for ValCover, ValIntersect and ValIntersectWithoutDuplicate. Raises
     :class:`UnknownPolicyError`, or ValueError for an invalid window or an item without usable
     dates. The result never depends on the order of ``items``.
     """

@@ -25,7 +25,7 @@ def pool_name(source: str) -> str:
 
 
 class DagsterPoolGate:
-    """A :class:`~aux_assets.gates.SourceGate` on the Dagster instance's pools."""
+    """A :class:`~aux_assets.staging.gates.SourceGate` on the Dagster instance's pools."""
 
     def __init__(
         self,

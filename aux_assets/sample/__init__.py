@@ -1,8 +1,9 @@
 """The embedded default source: a deterministic, realistic AUXIP-like static STAC collection.
 
-``generate_sample`` writes the 27 product types of aux-data.md section 6 (real names, validity
-rules, cadences, lags and sizes; synthetic bytes) for a range of days; ``ensure_sample`` installs
-the default sample once, atomically. CLI: ``python -m aux_assets.sample OUT``.
+``generate_sample`` writes the 27 product types of ``docs/design/sample.md`` (real names,
+validity rules, cadences, lags and sizes; synthetic bytes) for a range of days;
+``ensure_sample`` installs the default sample once, atomically.
+CLI: ``python -m aux_assets.sample OUT``.
 """
 
 from aux_assets.sample.generator import (

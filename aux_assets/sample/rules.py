@@ -1,4 +1,4 @@
-"""The 27 sample product types (aux-data.md section 6): names, sizes, policies and schedules.
+"""The 27 sample product types (docs/design/sample.md): names, sizes, policies and schedules.
 
 Every schedule lays files on a fixed time grid (origin 2000-01-01, or an orbit's node crossing),
 so a file's name and times do not depend on the requested range, only on the seed.
