@@ -40,7 +40,7 @@ class Seeds:
 
 
 @dataclass(frozen=True)
-class Window:
+class Dates:
     """One file's validity [start, stop], generation and publication, extra name fields."""
 
     start: datetime
@@ -50,8 +50,8 @@ class Window:
     fields: Mapping[str, str] = field(default_factory=dict)
 
 
-Make = Callable[[datetime, random.Random], Iterator[Window]]
-Schedule = Callable[[str, str, datetime, datetime, Seeds], Iterator[Window]]
+Make = Callable[[datetime, random.Random], Iterator[Dates]]
+Schedule = Callable[[str, str, datetime, datetime, Seeds], Iterator[Dates]]
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ class Product:
 
     rule: TypeRule
     platform: str
-    window: Window
+    window: Dates
 
     @cached_property
     def stem(self) -> str:
@@ -139,7 +139,7 @@ def _periodic(
 ) -> Schedule:
     """Anchors every ``every`` from ``EPOCH + first``, from ``lo - before`` to ``hi + after``."""
 
-    def schedule(ptype: str, p: str, lo: datetime, hi: datetime, seeds: Seeds) -> Iterator[Window]:
+    def schedule(ptype: str, p: str, lo: datetime, hi: datetime, seeds: Seeds) -> Iterator[Dates]:
         for t in _steps(EPOCH + first, every, lo - before, hi + after):
             yield from make(t, seeds.rng(ptype, p, t))
 
@@ -151,10 +151,10 @@ def _fixed(
 ) -> Make:
     """vs = anchor + offset, ve = vs + length, G = vs + gen + U(0, jitter), P = G + pub."""
 
-    def make(t: datetime, r: random.Random) -> Iterator[Window]:
+    def make(t: datetime, r: random.Random) -> Iterator[Dates]:
         vs = t + offset
         g = vs + gen + _s(r, 0, jitter_s)
-        yield Window(vs, vs + length, g, g + pub + _ms(r))
+        yield Dates(vs, vs + length, g, g + pub + _ms(r))
 
     return make
 
@@ -162,11 +162,11 @@ def _fixed(
 def _runs(hours: range, length: timedelta, jitter_s: int, pub: timedelta) -> Make:
     """A forecast run at the anchor: G = run + U(0, jitter), vs = run + h for h in ``hours``."""
 
-    def make(run: datetime, r: random.Random) -> Iterator[Window]:
+    def make(run: datetime, r: random.Random) -> Iterator[Dates]:
         g = run + _s(r, 0, jitter_s)
         for h in hours:
             vs = run + h * HOUR
-            yield Window(vs, vs + length, g, g + pub + _ms(r))
+            yield Dates(vs, vs + length, g, g + pub + _ms(r))
 
     return make
 
@@ -174,9 +174,9 @@ def _runs(hours: range, length: timedelta, jitter_s: int, pub: timedelta) -> Mak
 def _monitoring(lag: timedelta) -> Make:
     """[2000-01-01, G - lag] windows of monitoring files generated daily at the anchor."""
 
-    def make(t: datetime, r: random.Random) -> Iterator[Window]:
+    def make(t: datetime, r: random.Random) -> Iterator[Dates]:
         g = t + _s(r, 0, 1800)
-        yield Window(EPOCH, g - lag, g, g + 10 * MINUTE + _ms(r))
+        yield Dates(EPOCH, g - lag, g, g + 10 * MINUTE + _ms(r))
 
     return make
 
@@ -197,12 +197,12 @@ def _versions(
     """
     period = timedelta(days=period_days)
 
-    def make(t: datetime, r: random.Random) -> Iterator[Window]:
+    def make(t: datetime, r: random.Random) -> Iterator[Dates]:
         vs = t if midnight else t + _s(r, 0, 86399)
         g = vs + timedelta(days=r.randint(*lag_days)) + _s(r, 0, 86399)
         ver = f"{(t - EPOCH) // period:0{ver_digits}d}" if ver_digits else ""
         for bb in bands:
-            yield Window(vs, stop, g, g + HOUR + _ms(r), {"ver": ver, "bb": bb})
+            yield Dates(vs, stop, g, g + HOUR + _ms(r), {"ver": ver, "bb": bb})
 
     return _periodic(timedelta(days=phase_days), period, 3 * period, DAY, make)
 
@@ -210,7 +210,7 @@ def _versions(
 def _per_orbit(length: timedelta | None, gen: tuple[int, int], pub: timedelta) -> Schedule:
     """One file per orbit from the node crossing (``length`` None: one orbit); G = ve + U(gen)."""
 
-    def schedule(ptype: str, p: str, lo: datetime, hi: datetime, seeds: Seeds) -> Iterator[Window]:
+    def schedule(ptype: str, p: str, lo: datetime, hi: datetime, seeds: Seeds) -> Iterator[Dates]:
         orbit = ORBITS[p]
         span = length or orbit.period
         for t in _steps(orbit.anx, orbit.period, lo - span, hi + DAY):
@@ -219,12 +219,12 @@ def _per_orbit(length: timedelta | None, gen: tuple[int, int], pub: timedelta) -
             ve = (vs + span).replace(microsecond=0)
             g = ve + _s(r, *gen)
             number = orbit.absolute_orbit(t + orbit.period / 2)
-            yield Window(vs, ve, g, g + pub + _ms(r), {"orbit": f"{number:06d}"})
+            yield Dates(vs, ve, g, g + pub + _ms(r), {"orbit": f"{number:06d}"})
 
     return schedule
 
 
-def republications(rule: TypeRule, platform: str, w: Window, seeds: Seeds) -> list[Window]:
+def republications(rule: TypeRule, platform: str, w: Dates, seeds: Seeds) -> list[Dates]:
     """``w`` and, for re-published types (~5 %, and the forced one), a newer generation of it."""
     if not rule.republished:
         return [w]
