@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import stat
 import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 import pytest
 
@@ -24,45 +22,22 @@ from aux_assets.staging.archives import (
     is_archive,
     strip_archive_suffix,
 )
+from tests.helpers.archives import (
+    TarMode,
+    make_tar,
+    make_zip,
+    tar_file,
+    tar_of,
+    tar_special,
+    zip_special,
+)
 
 MANIFEST = b"<xfdu:XFDU>manifest</xfdu:XFDU>\n"
 DATA = bytes(range(256)) * 40
-TarMode = Literal["w", "w:gz"]
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def make_zip(path: Path, members: dict[str, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
-def tar_file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    return info, data
-
-
-def tar_special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    return info, b""
-
-
-def make_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes]], mode: TarMode = "w") -> Path:
-    with tarfile.open(path, mode) as tf:
-        for info, data in members:
-            tf.addfile(info, io.BytesIO(data) if info.isreg() else None)
-    return path
-
-
-def tar_of(path: Path, files: dict[str, bytes], mode: TarMode = "w") -> Path:
-    return make_tar(path, [tar_file(n, d) for n, d in files.items()], mode)
 
 
 def assert_nothing_left(dest: Path) -> None:
@@ -204,14 +179,6 @@ def test_nested_tgz_extracted_and_zip_left_alone(tmp_path: Path, out: Path) -> N
 
 
 # --- refusals ---------------------------------------------------------------------------------
-
-
-def zip_special(path: Path, file_type: int) -> Path:
-    info = zipfile.ZipInfo("special")
-    info.external_attr = (file_type | 0o777) << 16
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(info, "/etc/passwd")
-    return path
 
 
 REFUSED = [

@@ -1,9 +1,10 @@
 """Fault suite (issue 5): a faulty server, SIGKILL at random points, concurrent runs.
 
 The day is the demo products file's selection for 2026-01-05 from the generated AUXIP sample
-(99 items, S1/S2/S3, two unpacked), served over HTTP by :class:`tests.fault_server.FaultServer`
-and staged by the real :class:`~aux_assets.staging.Stager` into a LocalCatalog and a
-LocalStorage. Every check re-hashes the files on disk and compares them with the source.
+(99 items, S1/S2/S3, two unpacked), served over HTTP by
+:class:`tests.helpers.fault_server.FaultServer` and staged by the real
+:class:`~aux_assets.staging.Stager` into a LocalCatalog and a LocalStorage. Every check
+re-hashes the files on disk and compares them with the source.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from aux_assets.catalog import LocalCatalog
 from aux_assets.staging import Stager
 from aux_assets.storage import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
-from tests.fault_day import (
+from tests.helpers.fault_day import (
     DayTask,
     check_catalog,
     expected_files,
@@ -37,7 +38,7 @@ from tests.fault_day import (
     storage_problems,
     visible_files,
 )
-from tests.fault_server import (
+from tests.helpers.fault_server import (
     CLIENT_ID,
     CLIENT_SECRET,
     FAULTS,
@@ -178,7 +179,7 @@ def _spec(root: Path, day: Day, server: FaultServer, **extra: object) -> Path:
 
 def _start(spec: Path) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fault_driver", str(spec)],
+        [sys.executable, "-m", "tests.helpers.fault_driver", str(spec)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

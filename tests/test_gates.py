@@ -15,7 +15,7 @@ from aux_assets.staging.gates import Admission, admitted
 from aux_assets.storage import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import file_path
-from tests.servers import ConnectionMeter, file_handler, serve
+from tests.helpers.servers import ConnectionMeter, file_handler, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
 

@@ -33,9 +33,9 @@ from aux_assets.sources import LocalStacSource, SearchRequest
 from aux_assets.staging import ItemOutcome, Stager, StageTask
 from aux_assets.storage import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
-from tests.fault_day import visible_files
-from tests.fault_server import FaultServer
-from tests.test_archives import make_tar, make_zip, tar_file, tar_of, tar_special, zip_special
+from tests.helpers.archives import make_tar, make_zip, tar_file, tar_of, tar_special, zip_special
+from tests.helpers.fault_day import visible_files
+from tests.helpers.fault_server import FaultServer
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
 PASSWORD = "pa55-w0rd-in-href"
@@ -146,7 +146,7 @@ def snapshot(tmp: Path, skip: tuple[Path, ...]) -> dict[str, tuple[str, int, int
     return out
 
 
-# --- archive builders (the members are built with tests.test_archives' helpers) ---------------
+# --- archive builders (the members are built with tests.helpers.archives) ---------------------
 
 
 def zip_bytes(w: World, members: dict[str, bytes]) -> bytes:

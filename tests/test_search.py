@@ -15,7 +15,7 @@ from aux_assets.sources import (
     open_source,
 )
 from aux_assets.utils.urls import origin_of
-from tests.servers import serve, stac_api_handler
+from tests.helpers.servers import serve, stac_api_handler
 
 
 def _feature(i: int, start: str, end: str, ptype: str = "AUX_RESORB") -> dict:
@@ -197,7 +197,7 @@ def test_instant_items_with_only_datetime_are_found(tmp_path):
 
 def test_a_url_that_is_not_a_stac_api_is_a_clear_search_error():
     def html(h):
-        from tests.servers import send
+        from tests.helpers.servers import send
 
         send(h, 200, b"<html>portal</html>", "text/html")
 
@@ -239,7 +239,7 @@ def test_a_401_renews_the_token_once_and_searches_again():
 
     def guarded(h):
         if h.path.startswith("/search") and h.headers.get("Authorization") != "Bearer fresh":
-            from tests.servers import send
+            from tests.helpers.servers import send
 
             h.rfile.read(int(h.headers.get("Content-Length", 0)))  # keep the connection usable
             send(h, 401, b'{"code": "Unauthorized", "description": "token expired"}')

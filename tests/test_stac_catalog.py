@@ -1,5 +1,5 @@
 """StacApiCatalog against a real stac-fastapi-pgstac (tests/fixtures/pgstac.py); the error
-branches a real server cannot produce use small loopback servers (tests/servers.py)."""
+branches a real server cannot produce use small loopback servers (tests/helpers/servers.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from aux_assets.filters import ids_filter
 from aux_assets.utils.names import UnsafeNameError
 from aux_assets.utils.retry import RetryPolicy
 from tests.fixtures.pgstac import PgstacApi, unique_collection_id
-from tests.servers import Handler, send, serve, stac_api_handler
+from tests.helpers.servers import Handler, send, serve, stac_api_handler
 
 TOKEN = "tok-5ecret-do-not-leak"
 QUICK_RETRY = RetryPolicy(attempts=3, backoff_s=0.01)

@@ -14,7 +14,7 @@ from aux_assets.storage import LocalStorage
 from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import file_path
-from tests.servers import file_handler, send, serve
+from tests.helpers.servers import file_handler, send, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
 

@@ -27,7 +27,7 @@ from aux_assets.utils.urls import file_path
 
 ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
 DAY = "2026-01-05"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

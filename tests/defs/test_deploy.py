@@ -9,7 +9,7 @@ import pytest
 
 from aux_assets.defs.pools import DagsterPoolGate, pool_name
 
-DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+DEPLOY_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from aux_assets.defs.pools import DEFAULT_POOL_SLOTS, DagsterPoolGate, pool_name
-from tests.servers import ConnectionMeter, file_handler, serve
+from tests.helpers.servers import ConnectionMeter, file_handler, serve
 
 
 def _gate(instance: dg.DagsterInstance, run_id: str, log: list[str] | None = None):

@@ -31,7 +31,7 @@ from aux_assets.defs.assets import (
 from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.resources import build_resources
 from aux_assets.utils.checksums import Checksum
-from tests.servers import file_handler, serve
+from tests.helpers.servers import file_handler, serve
 
 ASSETS = [aux_search_results, aux_staged_items, aux_catalog_items]
 DAY = "2026-01-05"

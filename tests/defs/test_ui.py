@@ -29,7 +29,7 @@ import pytest
 
 from tests.fixtures.servers_required import free_port, unavailable
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
 LOCATION = "aux_assets.definitions"
 REPOSITORY = "__repository__"

@@ -2,8 +2,8 @@
 
 :func:`plan_day` runs the real search and selection (demo products file, the generated AUXIP
 sample) for one day; :func:`served_tasks` points the selected items' hrefs at a
-:class:`~tests.fault_server.FaultServer` serving the sample. The checks re-hash what is on disk
-and compare it with the source files, independently of the code under test.
+:class:`~tests.helpers.fault_server.FaultServer` serving the sample. The checks re-hash what is
+on disk and compare it with the source files, independently of the code under test.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""A staging process for the kill and concurrency trials: ``python -m tests.fault_driver SPEC``.
+"""A staging process for the kill and concurrency trials:
+``python -m tests.helpers.fault_driver SPEC``.
 
 SPEC is a JSON file: ``catalog``, ``storage`` (folders), ``tasks`` (a JSON file of
-:class:`~tests.fault_day.DayTask` fields), ``base`` (the file server), ``token`` (use the
+:class:`~tests.helpers.fault_day.DayTask` fields), ``base`` (the file server), ``token`` (use the
 server's OAuth2 endpoint), ``read_timeout_s``, ``connections``, ``attempts`` and optionally
 ``go`` (a file to wait for before staging, so that several processes start together) and
 ``die_before_links`` (SIGKILL itself when, after writing item files, the catalog is about to
@@ -26,8 +27,8 @@ from aux_assets.catalog import LocalCatalog
 from aux_assets.catalog import static as catalog
 from aux_assets.storage import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
-from tests.fault_day import DayTask, served_tasks
-from tests.fault_server import CLIENT_ID, CLIENT_SECRET
+from tests.helpers.fault_day import DayTask, served_tasks
+from tests.helpers.fault_server import CLIENT_ID, CLIENT_SECRET
 
 
 def _die_before_links() -> None:
