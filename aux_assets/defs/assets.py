@@ -11,6 +11,7 @@ from typing import Any
 import dagster as dg
 
 from aux_assets import documents as docs
+from aux_assets.auth import Auth
 from aux_assets.defs import checks
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.defs.pools import DagsterPoolGate
@@ -205,7 +206,7 @@ def aux_staged_items(
         log=context.log.info,
     )
 
-    def source(name: str) -> tuple[bool, Any]:
+    def source(name: str) -> tuple[bool, Auth | None]:
         resource = source_resource(context, name)
         return resource.open().local, resource.auth()
 
