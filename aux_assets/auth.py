@@ -31,13 +31,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
-
-import httpx
 
 from aux_assets.utils.text import mask_secret, shorten
 from aux_assets.utils.urls import origin_of, redact_url
+
+if TYPE_CHECKING:  # imported where a token is first requested: transfers need not load it
+    import httpx
 
 _log = logging.getLogger(__name__)
 
@@ -298,6 +299,8 @@ class OAuth2Auth:
 
     def _request(self, fields: dict[str, str], generation: int, old: _Token | None) -> _Token:
         """POST one grant to the token endpoint (form-encoded, RFC 6749) and parse the answer."""
+        import httpx
+
         s = self._settings
         data = {**fields, "client_id": s.client_id}
         if s.client_secret:
@@ -337,6 +340,8 @@ class OAuth2Auth:
 
     def _http(self) -> httpx.Client:
         """The client for token requests (no keep-alive: they are minutes apart)."""
+        import httpx
+
         if self._client is None:
             self._client = httpx.Client(
                 headers={"Accept": "application/json"},

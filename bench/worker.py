@@ -67,9 +67,9 @@ def _stage_once(
 ) -> dict[str, Any]:
     import pystac
 
-    from aux_assets.catalog import LocalCatalog
-    from aux_assets.staging import Stager, StageTask
-    from aux_assets.storage import LocalStorage
+    from aux_assets.catalog.static import LocalCatalog
+    from aux_assets.staging.stager import Stager, StageTask
+    from aux_assets.storage.local import LocalStorage
 
     tasks = [
         StageTask(

@@ -6,10 +6,13 @@ from pathlib import Path
 import pystac
 import pytest
 
-from aux_assets.catalog import CatalogError, LocalCatalog, open_catalog
+from aux_assets.catalog import open_catalog
+from aux_assets.catalog.base import CatalogError
 from aux_assets.catalog.stac_api import StacApiCatalog
-from aux_assets.storage import LocalStorage, StorageError, open_storage
-from aux_assets.storage.base import sweep_leftovers
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.storage import open_storage
+from aux_assets.storage.base import StorageError, sweep_leftovers
+from aux_assets.storage.local import LocalStorage
 from aux_assets.storage.s3 import S3Storage
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_item_id
 from aux_assets.utils.urls import file_path

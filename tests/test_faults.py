@@ -3,7 +3,7 @@
 The day is the demo products file's selection for 2026-01-05 from the generated AUXIP sample
 (99 items, S1/S2/S3, two unpacked), served over HTTP by
 :class:`tests.helpers.fault_server.FaultServer` and staged by the real
-:class:`~aux_assets.staging.Stager` into a LocalCatalog and a LocalStorage. Every check
+:class:`~aux_assets.staging.stager.Stager` into a LocalCatalog and a LocalStorage. Every check
 re-hashes the files on disk and compares them with the source.
 """
 
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 
 from aux_assets.auth import OAuth2Auth, OAuth2Settings
-from aux_assets.catalog import LocalCatalog
-from aux_assets.staging import Stager
-from aux_assets.storage import LocalStorage
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.staging.stager import Stager
+from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
 from tests.helpers.fault_day import (
     DayTask,

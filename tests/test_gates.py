@@ -9,10 +9,11 @@ from collections.abc import Sequence
 import pystac
 import pytest
 
-from aux_assets.catalog import CatalogError, LocalCatalog
-from aux_assets.staging import Stager, StageTask
+from aux_assets.catalog.base import CatalogError
+from aux_assets.catalog.static import LocalCatalog
 from aux_assets.staging.gates import Admission, admitted
-from aux_assets.storage import LocalStorage
+from aux_assets.staging.stager import Stager, StageTask
+from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import file_path
 from tests.helpers.servers import ConnectionMeter, file_handler, serve

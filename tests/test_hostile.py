@@ -27,11 +27,12 @@ import pystac
 import pytest
 
 from aux_assets.auth import StaticAuth
-from aux_assets.catalog import LocalCatalog
+from aux_assets.catalog.static import LocalCatalog
 from aux_assets.filters import FilterError, parse_filter, window_filter
-from aux_assets.sources import LocalStacSource, SearchRequest
-from aux_assets.staging import ItemOutcome, Stager, StageTask
-from aux_assets.storage import LocalStorage
+from aux_assets.sources.base import SearchRequest
+from aux_assets.sources.static import LocalStacSource
+from aux_assets.staging.stager import ItemOutcome, Stager, StageTask
+from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
 from tests.helpers.archives import make_tar, make_zip, tar_file, tar_of, tar_special, zip_special
 from tests.helpers.fault_day import visible_files

@@ -7,7 +7,7 @@ import pytest
 from aux_assets.documents import feature
 from aux_assets.planning import Window, plan_windows, select_covering
 from aux_assets.products import ProductSpec
-from aux_assets.sources import SearchRequest
+from aux_assets.sources.base import SearchRequest
 
 D = datetime(2026, 1, 5, tzinfo=UTC)
 

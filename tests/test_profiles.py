@@ -11,7 +11,7 @@ import pytest
 
 from aux_assets.auth import StaticAuth
 from aux_assets.documents import feature_collection
-from aux_assets.sources import SearchError, SearchRequest, UnconfiguredSource
+from aux_assets.sources.base import SearchError, SearchRequest, UnconfiguredSource
 from aux_assets.sources.profiles import (
     DEFAULT_MAX_CONNECTIONS,
     LTA_NOT_SUPPORTED,
@@ -22,7 +22,7 @@ from aux_assets.sources.profiles import (
     profile,
     resource_key,
 )
-from aux_assets.staging import stage_tasks
+from aux_assets.staging.stager import stage_tasks
 
 
 def test_sources_are_listed_in_their_documented_order() -> None:

@@ -14,7 +14,7 @@ import obstore
 import pytest
 from obstore.store import S3Store
 
-from aux_assets.storage import StorageError
+from aux_assets.storage.base import StorageError
 from aux_assets.storage.s3 import S3Storage, s3_storage_from_url
 from aux_assets.utils.names import UnsafeNameError
 from tests.fixtures.seaweedfs import S3Server

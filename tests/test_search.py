@@ -6,14 +6,10 @@ import pytest
 
 from aux_assets.auth import StaticAuth
 from aux_assets.filters import FilterError, window_filter
-from aux_assets.sources import (
-    LocalStacSource,
-    SearchError,
-    SearchRequest,
-    StacApiSource,
-    UnconfiguredSource,
-    open_source,
-)
+from aux_assets.sources import open_source
+from aux_assets.sources.base import SearchError, SearchRequest, UnconfiguredSource
+from aux_assets.sources.stac_api import StacApiSource
+from aux_assets.sources.static import LocalStacSource
 from aux_assets.utils.urls import origin_of
 from tests.helpers.servers import serve, stac_api_handler
 
@@ -209,7 +205,7 @@ def test_a_url_that_is_not_a_stac_api_is_a_clear_search_error():
 
 
 def test_local_source_sees_items_added_after_its_first_search(tmp_path):
-    from aux_assets.catalog import LocalCatalog
+    from aux_assets.catalog.static import LocalCatalog
 
     catalog = LocalCatalog(tmp_path / "cat")
     catalog.upsert("s1-aux", [pystac.Item.from_dict({**FEATURES[0], "collection": "s1-aux"})])

@@ -19,7 +19,7 @@ import pytest
 from pystac_client import Client
 
 from aux_assets.auth import StaticAuth
-from aux_assets.catalog import CatalogError
+from aux_assets.catalog.base import CatalogError
 from aux_assets.catalog.stac_api import GLOBAL_BBOX, StacApiCatalog
 from aux_assets.filters import ids_filter
 from aux_assets.utils.names import UnsafeNameError

@@ -8,9 +8,9 @@ from pathlib import Path
 import pystac
 import pytest
 
-from aux_assets.catalog import LocalCatalog
-from aux_assets.staging import Stager, StageTask
-from aux_assets.storage import LocalStorage
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.staging.stager import Stager, StageTask
+from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import file_path

@@ -1,7 +1,8 @@
 """The three partitioned aux assets: search results -> staged items -> catalog items.
 
 Each asset reads its resources and config, calls the core (:mod:`aux_assets.planning`,
-:class:`aux_assets.staging.Stager`, :mod:`aux_assets.documents`) and reports per-day metadata.
+:class:`aux_assets.staging.stager.Stager`, :mod:`aux_assets.documents`) and reports per-day
+metadata.
 """
 
 import time
@@ -20,9 +21,9 @@ from aux_assets.filters import FilterError, parse_filter
 from aux_assets.planning import plan_raw, plan_windows, windows_of
 from aux_assets.products import ProductsFileError
 from aux_assets.report import summary_table
-from aux_assets.sources import SearchError, Source, UnconfiguredSource
+from aux_assets.sources.base import SearchError, Source, UnconfiguredSource
 from aux_assets.sources.profiles import SOURCES, UnknownSourceError, check_source
-from aux_assets.staging import ItemOutcome, Stager, stage_tasks
+from aux_assets.staging.stager import ItemOutcome, Stager, stage_tasks
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
 IO_MANAGER = "aux_json_io"

@@ -15,13 +15,17 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from aux_assets.auth import Auth, auth_from_env
-from aux_assets.catalog import Catalog, open_catalog
+from aux_assets.catalog import open_catalog
+from aux_assets.catalog.base import Catalog
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
 from aux_assets.settings import aux_home, positive_int_env
-from aux_assets.sources import LocalStacSource, Source, open_source
+from aux_assets.sources import open_source
+from aux_assets.sources.base import Source
 from aux_assets.sources.profiles import PROFILES, profile
-from aux_assets.storage import Storage, open_storage
+from aux_assets.sources.static import LocalStacSource
+from aux_assets.storage import open_storage
+from aux_assets.storage.base import Storage
 
 
 class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -29,7 +29,7 @@ from aux_assets.defs.resources import SOURCE_KEYS, SourceResource
 from aux_assets.discovery import Batch, Cursor, new_items_request, runs_to_request, settled_batch
 from aux_assets.products import ProductSpec
 from aux_assets.settings import positive_int_env
-from aux_assets.sources import SearchError, UnconfiguredSource
+from aux_assets.sources.base import SearchError, UnconfiguredSource
 from aux_assets.sources.profiles import profile
 
 LOOKBACK_ENV = "AUX_SENSOR_LOOKBACK_DAYS"

@@ -5,10 +5,5 @@
 :mod:`~aux_assets.staging.transfer` the streaming download engine,
 :mod:`~aux_assets.staging.archives` safe unpacking, and :mod:`~aux_assets.staging.gates` the
 admission to a source shared between runs. The invariants are in ``docs/design/staging.md``.
+Nothing is imported here: a process that only transfers loads only the engine.
 """
-
-from __future__ import annotations
-
-from aux_assets.staging.stager import AssetOutcome, ItemOutcome, Stager, StageTask, stage_tasks
-
-__all__ = ["AssetOutcome", "ItemOutcome", "StageTask", "Stager", "stage_tasks"]

@@ -27,9 +27,9 @@ import aux_assets
 from aux_assets.auth import Auth
 from aux_assets.planning import Window, plan_windows
 from aux_assets.products import load_products
-from aux_assets.sources import LocalStacSource
-from aux_assets.staging import StageTask
+from aux_assets.sources.static import LocalStacSource
 from aux_assets.staging.items import asset_filename
+from aux_assets.staging.stager import StageTask
 from aux_assets.utils.checksums import Checksum, new_hasher
 from aux_assets.utils.urls import file_path
 

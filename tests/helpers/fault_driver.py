@@ -21,11 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from aux_assets import staging
 from aux_assets.auth import Auth, OAuth2Auth, OAuth2Settings
-from aux_assets.catalog import LocalCatalog
 from aux_assets.catalog import static as catalog
-from aux_assets.storage import LocalStorage
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.staging import stager as staging
+from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
 from tests.helpers.fault_day import DayTask, served_tasks
 from tests.helpers.fault_server import CLIENT_ID, CLIENT_SECRET
