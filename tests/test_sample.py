@@ -1,4 +1,4 @@
-"""The embedded AUXIP sample: determinism, STAC validity, realism rules of aux-data.md section 6."""
+"""The embedded AUXIP sample: determinism, STAC validity, the data rules of docs/design/sample.md."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ DAY_COVER = {
 }
 MARGINS = {r.product_type: r.margins if r.policy == "LatestValCover" else (0, 0) for r in RULES}
 T = r"(\d{8}T\d{6})"
-REGEXES = {  # aux-data.md section 4.1
+REGEXES = {  # the real naming conventions (docs/design/sample.md)
     "S1 EOF": re.compile(
         r"^(S1[A-D_])_OPER_(AUX_POEORB|AUX_RESORB|AUX_PREORB|AUX_RESATT|AMH_ERRMAT|AMV_ERRMAT)_"
         rf"(OPOD|MPC_)_{T}_V{T}_{T}\.EOF(\.zip)?$"
