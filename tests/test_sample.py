@@ -1,4 +1,4 @@
-"""The embedded AUXIP sample: determinism, STAC validity, the data rules of docs/design/sample.md."""
+"""The embedded AUXIP sample: determinism, STAC validity, the rules of docs/design/sample.md."""
 
 from __future__ import annotations
 
