@@ -19,7 +19,7 @@ importable and testable without Dagster:
 ``storage/``       where bytes go (local files, S3)
 ``staging/``       what moves bytes: stager, the registered item's shape, transfer engine,
                    archives, gates
-``utils/``         small helpers: names, urls, text, retry, checksums, JSON files
+``utils/``         small helpers: names, urls, text, retry, times, checksums, JSON files
 ``settings``       environment settings both layers read
 ``report``         ``python -m aux_assets.report DAY``: what a materialized day holds
 ``sample/``        ``python -m aux_assets.sample``: the embedded AUXIP-like sample

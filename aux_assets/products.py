@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from aux_assets.selection import POLICIES, Margins
+from aux_assets.selection import MAX_MARGIN_S, POLICIES, Margins
 from aux_assets.sources.profiles import UnknownSourceError, check_source
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
@@ -32,8 +32,8 @@ class ProductSpec(BaseModel):
     collection: str
     source_collections: tuple[str, ...] | None = None
     policy: str = "LatestValCover"
-    margin_before_s: float = Field(default=0, ge=0, allow_inf_nan=False)
-    margin_after_s: float = Field(default=0, ge=0, allow_inf_nan=False)
+    margin_before_s: float = Field(default=0, ge=0, le=MAX_MARGIN_S, allow_inf_nan=False)
+    margin_after_s: float = Field(default=0, ge=0, le=MAX_MARGIN_S, allow_inf_nan=False)
     platforms: tuple[str, ...] | None = None
     assets: tuple[str, ...] | None = None
     mandatory: bool = True

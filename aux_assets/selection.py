@@ -126,7 +126,7 @@ CLOSEST_EDGE: dict[str, Literal["start", "end"]] = {
 
 _MIN = datetime.min.replace(tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
-_MAX_MARGIN_S = (_MAX - _MIN).total_seconds()  # a longer margin leaves every date range
+MAX_MARGIN_S = (_MAX - _MIN).total_seconds()  # a longer margin leaves every date range
 
 _Key = tuple[Any, ...]
 
@@ -206,7 +206,7 @@ class Margins:
                     f"{name} must be a finite number of seconds >= 0 (margins only enlarge the "
                     f"window), got {margin!r}"
                 )
-            if margin > _MAX_MARGIN_S:
+            if margin > MAX_MARGIN_S:
                 raise ValueError(f"{name} {margin!r} s is longer than the supported date range")
 
     @property

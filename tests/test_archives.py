@@ -1,4 +1,4 @@
-"""Tests for aux_assets.archives: real archives built in tmp_path."""
+"""Tests for aux_assets.staging.archives: real archives built in tmp_path."""
 
 from __future__ import annotations
 

@@ -260,5 +260,5 @@ def test_mapping_ten_thousand_items_is_fast():
     started = time.perf_counter()
     plan = runs_to_request({"auxip": items}, specs, first, last, latest_from=date(2026, 11, 17))
     seconds = time.perf_counter() - started
-    print(f"\nplan_runs over 10,000 items: {seconds:.2f} s, {len(plan.runs)} runs")
+    print(f"\nruns_to_request over 10,000 items: {seconds:.2f} s, {len(plan.runs)} runs")
     assert seconds < 5 and len(plan.runs) == (last - first).days + 1

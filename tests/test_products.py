@@ -64,6 +64,10 @@ def test_defaults_and_alternative_inherits_settings(tmp_path):
             "field 'margin_after_s'",
         ),
         (
+            "{product_type: AUX_POEORB, collection: s1-aux, margin_before_s: 1.0e+12}",
+            "field 'margin_before_s'",
+        ),
+        (
             "{product_type: AUX_POEORB, collection: s1-aux, polcy: ValCover}",
             "field 'polcy': is not a known field",
         ),

@@ -1,5 +1,5 @@
 """Tests for aux_assets.sources.profiles (what is special per source) and the places that read
-it: unconfigured sources and aux_assets.staging.stage_tasks."""
+it: unconfigured sources and aux_assets.staging.stager.stage_tasks."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from aux_assets.sources.profiles import (
     UnknownSourceError,
     check_source,
     profile,
-    resource_key,
 )
 from aux_assets.staging.stager import stage_tasks
 
@@ -34,10 +33,10 @@ def test_sources_are_listed_in_their_documented_order() -> None:
 @pytest.mark.parametrize("name", SOURCES)
 def test_the_resource_key_is_the_name_except_for_our_catalog(name: str) -> None:
     expected = "catalog_source" if name == "catalog" else name
-    assert resource_key(name) == expected
+    assert profile(name).resource_key == expected
 
 
-@pytest.mark.parametrize("call", [check_source, profile, resource_key])
+@pytest.mark.parametrize("call", [check_source, profile])
 def test_an_unknown_source_is_refused_with_the_valid_names(call: Any) -> None:
     with pytest.raises(UnknownSourceError) as raised:
         call("auxpi")

@@ -473,6 +473,38 @@ def test_401_without_new_credentials_fails(servers: Servers, tmp_path: Path) -> 
     assert "HTTP 401" in str(error) and SECRET not in str(error) + repr(error)
 
 
+def test_a_401_renewal_gets_its_resend_even_on_the_last_attempt(
+    servers: Servers, tmp_path: Path
+) -> None:
+    """The 401 rule (auth.renewing) sits outside the retry loop: renewed credentials are always
+    tried once, whatever the retries spent before."""
+    auth = RefreshingAuth(origin_of(servers.main.base))
+    request = TransferRequest(servers.url("token"), tmp_path / "a.part", auth=auth)
+    result = fetch(request, retry=RetryPolicy(attempts=1))
+    assert_complete(result)
+    assert (result.attempts, auth.refreshes, servers.main.hits["/token/a.bin"]) == (2, 1, 2)
+
+
+@dataclass
+class BrokenRefresh(RefreshingAuth):
+    """A refresh that crashes with a message quoting a secret."""
+
+    async def refresh(self) -> bool:
+        self.refreshes += 1
+        raise RuntimeError(f"token endpoint answered client_secret={SECRET}")
+
+
+def test_a_crashing_refresh_fails_the_file_naming_only_the_error_type(
+    servers: Servers, tmp_path: Path
+) -> None:
+    auth = BrokenRefresh(origin_of(servers.main.base))
+    request = TransferRequest(servers.url("token"), tmp_path / "a.part", auth=auth)
+    error = fetch_error(request)
+    assert error.reason == "credential refresh failed: RuntimeError"
+    assert SECRET not in str(error) + repr(error) and auth.refreshes == 1
+    assert not request.part_path.exists()
+
+
 def test_redirect_to_other_origin_drops_credentials(servers: Servers, tmp_path: Path) -> None:
     auth = StaticAuth(origin_of(servers.main.base), api_key=API_KEY, token=SECRET)
     result = fetch(TransferRequest(servers.url("redirect-other"), tmp_path / "a.part", auth=auth))

@@ -22,7 +22,7 @@ from aux_assets.sample import ensure_sample
 from aux_assets.settings import aux_home, positive_int_env
 from aux_assets.sources import open_source
 from aux_assets.sources.base import Source
-from aux_assets.sources.profiles import PROFILES, profile
+from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, PROFILES, profile
 from aux_assets.sources.static import LocalStacSource
 from aux_assets.storage import open_storage
 from aux_assets.storage.base import Storage
@@ -70,7 +70,7 @@ class SourceResource(_Credentials):
     """A STAC source: a STAC API, a static catalog on disk, or the embedded sample (auxip)."""
 
     name: str
-    max_connections: int = 8
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     _source: Source | None = PrivateAttr(default=None)
 
     def _auth_origins(self) -> tuple[str, ...]:
@@ -90,8 +90,10 @@ class SourceResource(_Credentials):
 SOURCE_KEYS = frozenset(p.resource_key for p in PROFILES.values())
 
 
-def source_resource(context: dg.AssetExecutionContext, name: str) -> SourceResource:
-    """The resource of source ``name`` in an asset's context."""
+def source_resource(
+    context: dg.AssetExecutionContext | dg.SensorEvaluationContext, name: str
+) -> SourceResource:
+    """The resource of source ``name`` in an asset's or a sensor's context."""
     resource: SourceResource = getattr(context.resources, profile(name).resource_key)
     return resource
 

@@ -25,7 +25,7 @@ import pystac
 
 from aux_assets.defs.assets import aux_catalog_items, aux_search_results, aux_staged_items
 from aux_assets.defs.partitions import daily_partitions
-from aux_assets.defs.resources import SOURCE_KEYS, SourceResource
+from aux_assets.defs.resources import SOURCE_KEYS, source_resource
 from aux_assets.discovery import Batch, Cursor, new_items_request, runs_to_request, settled_batch
 from aux_assets.products import ProductSpec
 from aux_assets.settings import positive_int_env
@@ -65,7 +65,7 @@ def _search(
 ) -> _Outcome:
     if profile(source).ours:
         return _Outcome(source, problem=f"source {source} is our own catalog: not watched")
-    resource: SourceResource = getattr(context.resources, profile(source).resource_key)
+    resource = source_resource(context, source)
     try:
         client = resource.open()
         if isinstance(client, UnconfiguredSource):

@@ -100,7 +100,7 @@ def _values(seeds: Seeds, p: Product, root: str, n: int) -> bytes:
 
 
 def _fixed_header(p: Product, indent: str) -> str:
-    w, rule = p.window, p.rule
+    w, rule = p.dates, p.rule
     lines = [
         "<Fixed_Header>",
         f"  <File_Name>{p.stem}</File_Name>",
@@ -163,7 +163,7 @@ def _eof_text(p: Product, n: int, seeds: Seeds) -> bytes:
     errmat = p.rule.product_type == "AMH_ERRMAT"
     tag = "List_of_Error_Matrices" if errmat else "List_of_OSVs"
     count = n // _RECORD_BYTES[tag]
-    t0, t1 = _record_span(p.window.start, p.window.stop)
+    t0, t1 = _record_span(p.dates.start, p.dates.stop)
     step = timedelta(seconds=max(1, int((t1 - t0).total_seconds()) // max(count - 1, 1)))
     times = [t0 + i * step for i in range(count)]
     if errmat:
@@ -187,7 +187,7 @@ def _zip(p: Product, members: list[tuple[str, bytes, bool]]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data, deflate in members:
-            info = zipfile.ZipInfo(name, date_time=p.window.generation.timetuple()[:6])
+            info = zipfile.ZipInfo(name, date_time=p.dates.generation.timetuple()[:6])
             info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
             info.create_system = 3
             info.external_attr = 0o644 << 16
@@ -197,7 +197,7 @@ def _zip(p: Product, members: list[tuple[str, bytes, bool]]) -> bytes:
 
 def _tar(p: Product, members: list[tuple[str, bytes]]) -> bytes:
     """A ustar archive ``<id>/`` holding ``members``, dated at the generation time."""
-    mtime = int(p.window.generation.timestamp())
+    mtime = int(p.dates.generation.timestamp())
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
         top = tarfile.TarInfo(p.stem)
@@ -220,7 +220,7 @@ def _hdr(p: Product) -> bytes:
 
 def _manifest(p: Product, info: str, member: str, data: bytes) -> bytes:
     """An XFDU manifest (SAFE ``manifest.safe`` or SEN3 ``xfdumanifest.xml``)."""
-    w = p.window
+    w = p.dates
     ns, family = ("safe", "SENTINEL-1") if p.platform[1] == "1" else ("sentinel-safe", "Sentinel-3")
     number = f"\n            <{ns}:number>{p.unit}</{ns}:number>" if p.unit else ""
     mime = "text/xml" if member.endswith(".xml") else "application/x-netcdf"
@@ -283,7 +283,7 @@ def _safe_zip(p: Product, n: int, seeds: Seeds) -> bytes:
         member, data = f"data/{base}.nc", _noise(seeds, p, n, _NETCDF4)
     else:
         member, data = f"data/{base}.xml", _values(seeds, p, "auxiliaryProductData", n)
-    vs, g = _iso(p.window.start, True), _iso(p.window.generation, True)
+    vs, g = _iso(p.dates.start, True), _iso(p.dates.generation, True)
     info = (
         "          <s1auxsar:standAloneProductInformation "
         'xmlns:s1auxsar="http://www.esa.int/safe/sentinel-1.0/sentinel-1/auxiliary/sar">\n'
@@ -303,7 +303,7 @@ def _safe_zip(p: Product, n: int, seeds: Seeds) -> bytes:
 
 
 def _sen3_zip(p: Product, n: int, seeds: Seeds) -> bytes:
-    w, rule = p.window, p.rule
+    w, rule = p.dates, p.rule
     member = f"{rule.product_type}.nc"
     data = _noise(seeds, p, n, _NETCDF4)
     info = (
@@ -327,7 +327,7 @@ def _sen3_zip(p: Product, n: int, seeds: Seeds) -> bytes:
 def _tgz(p: Product, n: int, seeds: Seeds) -> bytes:
     magic = _GRIB if p.rule.product_type in _GRIB_TYPES else b""
     tar = _tar(p, [(f"{p.stem}.HDR", _hdr(p)), (f"{p.stem}.DBL", _noise(seeds, p, n, magic))])
-    return gzip.compress(tar, compresslevel=6, mtime=int(p.window.generation.timestamp()))
+    return gzip.compress(tar, compresslevel=6, mtime=int(p.dates.generation.timestamp()))
 
 
 def _sadata_tar(p: Product, n: int, seeds: Seeds) -> bytes:

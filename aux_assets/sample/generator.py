@@ -86,7 +86,7 @@ def plan(rules: Iterable[TypeRule], start: date, end: date, seeds: Seeds) -> lis
 
 
 def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
-    w, rule = p.window, p.rule
+    w, rule = p.dates, p.rule
     props: dict[str, Any] = {
         "datetime": None,
         "start_datetime": _iso(w.start),
@@ -155,8 +155,8 @@ def _collection(products: list[Product], start: date, end: date, seed: int) -> d
             "temporal": {
                 "interval": [
                     [
-                        _iso(min(p.window.start for p in products)),
-                        _iso(max(p.window.stop for p in products)),
+                        _iso(min(p.dates.start for p in products)),
+                        _iso(max(p.dates.stop for p in products)),
                     ]
                 ]
             },

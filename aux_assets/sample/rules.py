@@ -78,12 +78,12 @@ class Product:
 
     rule: TypeRule
     platform: str
-    window: Dates
+    dates: Dates
 
     @cached_property
     def stem(self) -> str:
         """The name without its packaging extension."""
-        w = self.window
+        w = self.dates
         return self.rule.template.format(
             p=self.platform, G=_n(w.generation), VS=_n(w.start), VE=_n(w.stop), **w.fields
         )

@@ -85,8 +85,3 @@ def check_source(name: str) -> str:
 def profile(name: str) -> Profile:
     """The profile of a known source (:class:`UnknownSourceError` otherwise)."""
     return PROFILES[check_source(name)]
-
-
-def resource_key(source: str) -> str:
-    """The Dagster resource key of a source (``catalog`` is ``catalog_source``)."""
-    return profile(source).resource_key

@@ -33,7 +33,7 @@ import pystac
 from aux_assets.auth import Auth
 from aux_assets.catalog.base import Catalog
 from aux_assets.documents import SearchDocument, StagedItem, Status
-from aux_assets.sources.profiles import profile
+from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, profile
 from aux_assets.staging.archives import (
     ArchiveError,
     ExtractedFile,
@@ -68,8 +68,6 @@ from aux_assets.utils.names import (
 )
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import strip_userinfo
-
-DEFAULT_CONNECTIONS = 8  # per source, when ``limits`` does not name it
 
 _log = logging.getLogger(__name__)
 
@@ -401,7 +399,7 @@ class Stager:
         """Once the gate admits this run to ``source``: if it had to wait, drop the items another
         run registered meanwhile; transfer, commit and register the rest, then release the
         source, so that a run waiting for it finds them registered."""
-        wanted = self.limits.get(source, DEFAULT_CONNECTIONS)
+        wanted = self.limits.get(source, DEFAULT_MAX_CONNECTIONS)
         present: list[ItemOutcome] = []
         async with admitted(self.gate, source, wanted) as admission:
             if admission.waited:

@@ -306,8 +306,8 @@ class TransferEngine:
             await renewing(lambda: self._retrying(request, progress), request.auth)
         except Unauthorized:
             raise TransferError(request.url, "HTTP 401 Unauthorized") from None
-        except AuthError as exc:
-            raise TransferError(request.url, f"credential refresh failed: {exc}") from None
+        except AuthError as exc:  # the renewal failed: the token endpoint's answer, or its type
+            raise TransferError(request.url, str(exc)) from None
 
     async def _retrying(self, request: TransferRequest, progress: _Progress) -> None:
         while True:

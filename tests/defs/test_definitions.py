@@ -119,3 +119,26 @@ def test_bad_max_connections_fail_at_load_naming_the_variable(tmp_path, text):
         build_resources(env)
     assert list(tmp_path.iterdir()) == []  # nothing written before the error
     assert build_resources({**env, "AUX_CDSE_MAX_CONNECTIONS": "3"})["cdse"].max_connections == 3
+
+
+def test_each_source_resource_takes_the_specials_of_its_profile(tmp_path, monkeypatch):
+    """The CDSE token also reaches CDSE's download hosts (its profile), a PRIP token only the
+    PRIP root; CDSE and earthdatahub default to their public roots, CDSE to 4 connections."""
+    oauth = {"TOKEN_URL": "https://iam.example/token", "CLIENT_ID": "c", "CLIENT_SECRET": "s"}
+    env = {"AUX_ASSETS_HOME": str(tmp_path), "AUX_PRIP_URL": "https://prip.example/stac"}
+    for source in ("CDSE", "PRIP"):
+        env.update({f"AUX_{source}_{k}": v for k, v in oauth.items()})
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # the secrets are EnvVars, read when resources start
+    defined = build_resources(env)
+    assert defined["cdse"].url == "https://stac.dataspace.copernicus.eu/v1/"
+    assert defined["cdse"].max_connections == 4
+    assert defined["earthdatahub"].url == "https://earthdatahub.destine.eu/api/stac/v1"
+    with dg.build_resources({k: defined[k] for k in ("cdse", "prip")}) as started:
+        cdse, prip = started.cdse.auth(), started.prip.auth()
+    downloads = (
+        "https://download.dataspace.copernicus.eu",
+        "https://zipper.dataspace.copernicus.eu",
+    )
+    assert cdse.settings.extra_origins == downloads
+    assert prip.settings.extra_origins == ()
