@@ -37,7 +37,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pystac
 from pystac.utils import str_to_datetime
 
-from aux_assets.filters import JsonDict, timestamp
+from aux_assets.filters import Dialect, JsonDict, timestamp
 from aux_assets.products import ProductSpec
 from aux_assets.selection import policy_family, validity
 from aux_assets.sources.base import SearchRequest
@@ -45,6 +45,7 @@ from aux_assets.utils.times import utc_text
 
 RUN_KEY_PREFIX = "aux_new_products"
 PUBLISHED_ASCENDING: tuple[JsonDict, ...] = ({"field": "properties.published", "direction": "asc"},)
+CREATED_ASCENDING: tuple[JsonDict, ...] = ({"field": "created", "direction": "asc"},)
 _DAY = timedelta(days=1)
 _MIN = datetime.min.replace(tzinfo=UTC)
 _DIGEST_CHARS = 16
@@ -66,11 +67,17 @@ def published_time(item: pystac.Item) -> datetime | None:
     return _parse_time(props.get("published")) or _parse_time(props.get("created"))
 
 
-def new_items_request(specs: Sequence[ProductSpec], since: datetime, limit: int) -> SearchRequest:
+def new_items_request(
+    specs: Sequence[ProductSpec], since: datetime, limit: int, dialect: Dialect = "stac"
+) -> SearchRequest:
     """One search for the items of ``specs``' types (and alternatives) published after ``since``.
 
     ``specs`` all have the same source. Sorted by ``published`` ascending, ``limit`` in total;
     ``collections`` is the union of the specs' ``source_collections`` when each has them.
+    rs-server takes neither ``in`` nor ``>`` nor a sort on ``published``: the types go as one
+    comma-separated ``=``, the publication as the STAC ``datetime`` (its ``PublicationDate``,
+    from ``since`` on, inclusive: :func:`settled_batch` drops what is not newer) and the order
+    by ``created`` (its ``PublicationDate`` too).
     """
     sources = {spec.source for spec in specs}
     if len(sources) != 1:
@@ -78,6 +85,17 @@ def new_items_request(specs: Sequence[ProductSpec], since: datetime, limit: int)
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     types = sorted({t for spec in specs for t in (spec.product_type, *spec.alternatives)})
+    collections: tuple[str, ...] | None = None
+    if all(spec.source_collections for spec in specs):
+        collections = tuple(sorted({c for spec in specs for c in spec.source_collections or ()}))
+    if dialect == "rs-server":
+        return SearchRequest(
+            filter={"op": "=", "args": [{"property": "product:type"}, ",".join(types)]},
+            collections=collections,
+            limit=limit,
+            sortby=CREATED_ASCENDING,
+            datetime=f"{utc_text(since)}/..",
+        )
     cql: JsonDict = {
         "op": "and",
         "args": [
@@ -85,9 +103,6 @@ def new_items_request(specs: Sequence[ProductSpec], since: datetime, limit: int)
             {"op": ">", "args": [{"property": "published"}, timestamp(since)]},
         ],
     }
-    collections: tuple[str, ...] | None = None
-    if all(spec.source_collections for spec in specs):
-        collections = tuple(sorted({c for spec in specs for c in spec.source_collections or ()}))
     return SearchRequest(
         filter=cql, collections=collections, limit=limit, sortby=PUBLISHED_ASCENDING
     )
@@ -101,14 +116,17 @@ class Batch:
     truncated: bool
 
 
-def settled_batch(items: Sequence[pystac.Item], cap: int) -> Batch:
-    """The items to act on, oldest first, from a search asked for ``cap + 1`` items.
+def settled_batch(items: Sequence[pystac.Item], cap: int, since: datetime | None = None) -> Batch:
+    """The items to act on, oldest first, from a search asked for ``cap + 1`` items; with
+    ``since``, only those published after it (a search may include its bound).
 
     Beyond ``cap`` the search was cut; the items published at the instant of the cut may be
     incomplete, so they are left to the next tick (whose search starts after the last instant
     kept), unless every item shares that instant.
     """
     keyed = sorted((published_time(item) or _MIN, n) for n, item in enumerate(items))
+    if since is not None:
+        keyed = [(t, n) for t, n in keyed if t > since]
     ordered = [items[n] for _, n in keyed]
     if len(ordered) <= cap:
         return Batch(ordered, truncated=False)

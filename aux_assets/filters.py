@@ -17,6 +17,10 @@ from aux_assets.utils.times import utc_text
 
 JsonDict = dict[str, Any]
 WindowKind = Literal["cover", "intersect", "any"]
+# How a STAC API takes a window: "stac", any CQL2 comparison; "rs-server", the Reference
+# System's AUXIP and PRIP, which answer 422 to anything but '=', 'and' and temporal operators.
+Dialect = Literal["stac", "rs-server"]
+DIALECTS: tuple[Dialect, ...] = ("stac", "rs-server")
 
 # Every operator of CQL2 (OGC 21-065): basic, advanced comparison, spatial, temporal, array,
 # arithmetic and functions. `cql2.Expr.validate()` accepts unknown operators; we do not.
@@ -68,12 +72,16 @@ def create_valcover_filter(
     }
 
 
-def timestamp(value: datetime) -> JsonDict:
-    """A CQL2 timestamp literal of an aware datetime, in UTC (:class:`FilterError` if naive)."""
+def _instant(value: datetime) -> str:
     try:
-        return {"timestamp": utc_text(value)}
+        return utc_text(value)
     except ValueError as exc:
         raise FilterError(str(exc)) from None
+
+
+def timestamp(value: datetime) -> JsonDict:
+    """A CQL2 timestamp literal of an aware datetime, in UTC (:class:`FilterError` if naive)."""
+    return {"timestamp": _instant(value)}
 
 
 def window_filter(
@@ -82,16 +90,27 @@ def window_filter(
     end: datetime,
     kind: WindowKind,
     platforms: Sequence[str] | None = None,
+    dialect: Dialect = "stac",
 ) -> JsonDict:
     """The inclusive window filter we send for one product type and window ``[start, end]``.
 
     ``cover``: ``start_datetime <= start and end_datetime >= end`` (ValCover candidates,
     inclusive on both edges); ``intersect``: ``start_datetime <= end and end_datetime >= start``;
     ``any``: the product type alone. ``platforms`` adds ``platform in (...)``.
+
+    The ``rs-server`` dialect sends only the product type with ``=`` and, unless ``any``,
+    ``t_intersects`` of ``[start_datetime, end_datetime]`` and the window (a superset of both
+    kinds); the platforms and the exact cover are then the caller's to decide.
     """
     if end < start:
         raise FilterError(f"window end {end.isoformat()} is before start {start.isoformat()}")
     args: list[JsonDict] = [{"op": "=", "args": [{"property": "product:type"}, product_type]}]
+    if dialect == "rs-server":
+        if kind != "any":
+            validity = {"interval": [{"property": "start_datetime"}, {"property": "end_datetime"}]}
+            window = {"interval": [_instant(start), _instant(end)]}
+            args.append({"op": "t_intersects", "args": [validity, window]})
+        return args[0] if len(args) == 1 else {"op": "and", "args": args}
     if platforms:
         args.append({"op": "in", "args": [{"property": "platform"}, list(platforms)]})
     if kind == "cover":
@@ -101,6 +120,16 @@ def window_filter(
         args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(end)]})
         args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(start)]})
     return args[0] if len(args) == 1 else {"op": "and", "args": args}
+
+
+def operators(cql: Any) -> list[str]:
+    """The CQL2 operators a CQL2-JSON filter uses, sorted."""
+    if isinstance(cql, dict):
+        found = {cql["op"]} if isinstance(cql.get("op"), str) else set()
+        return sorted(found.union(*(operators(value) for value in cql.values())))
+    if isinstance(cql, list):
+        return sorted(set().union(*(operators(value) for value in cql)))
+    return []
 
 
 def ids_filter(ids: Sequence[str]) -> JsonDict:

@@ -171,14 +171,16 @@ class _Searcher:
             kind, around = "intersect", LOOKAROUND
         first, last = min(w.start for w in self.windows), max(w.end for w in self.windows)
         span = spec.margins.widen(first, last)
-        cql = window_filter(
-            spec.product_type, span.start - around, span.end + around, kind, spec.platforms
-        )
+        source = self.sources[spec.source]
+        start, end = span.start - around, span.end + around
+        cql = window_filter(spec.product_type, start, end, kind, spec.platforms, source.dialect)
         request = SearchRequest(
             filter=cql, collections=spec.source_collections, timeout_s=self.timeout_s
         )
         found = _Found(cql)
-        for item in self.sources[spec.source].search(request):
+        for item in source.search(request):
+            if spec.platforms and item.properties.get("platform") not in spec.platforms:
+                continue  # a dialect without 'in' cannot ask for the platforms
             try:
                 validity(item)
             except ValueError as exc:  # one broken record must not hide the others

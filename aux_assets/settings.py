@@ -4,7 +4,7 @@ day, and positive whole numbers. A bad value is an error naming the variable and
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +26,15 @@ def partitions_start(value: str | None = None) -> str:
         raise ValueError(
             f"AUX_PARTITIONS_START={text!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-01"
         ) from None
+    return text
+
+
+def choice_env(env: Mapping[str, str], name: str, default: str, choices: Sequence[str]) -> str:
+    """``env[name]`` if it is one of ``choices``, ``default`` when unset or empty; otherwise an
+    error that names the variable and the choices."""
+    text = env.get(name) or default
+    if text not in choices:
+        raise ValueError(f"{name}={text!r} is not one of {', '.join(choices)}; use one of them")
     return text
 
 

@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.pgstac",
     "tests.fixtures.seaweedfs",
     "tests.fixtures.oauth",
+    "tests.fixtures.rs_server",
 ]
 
 

@@ -7,6 +7,7 @@ from aux_assets.filters import (
     FilterError,
     create_valcover_filter,
     ids_filter,
+    operators,
     parse_filter,
     strftime_millis,
     window_filter,
@@ -136,3 +137,29 @@ def test_parse_filter_rejects_malformed_filters_with_the_reason(value, reason):
     with pytest.raises(FilterError, match="my_field") as err:
         parse_filter(value, "my_field")
     assert reason in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["cover", "intersect"])
+def test_the_rs_server_dialect_sends_only_equality_and_t_intersects(kind):
+    start, end = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)
+    cql = window_filter("AUX_POEORB", start, end, kind, ["sentinel-1a"], "rs-server")
+    assert cql == {
+        "op": "and",
+        "args": [
+            {"op": "=", "args": [{"property": "product:type"}, "AUX_POEORB"]},
+            {
+                "op": "t_intersects",
+                "args": [
+                    {"interval": [{"property": "start_datetime"}, {"property": "end_datetime"}]},
+                    {"interval": ["2026-01-05T00:00:00.000000Z", "2026-01-06T00:00:00.000000Z"]},
+                ],
+            },
+        ],
+    }
+    assert operators(cql) == ["=", "and", "t_intersects"]
+    assert operators(parse_filter(cql)) == operators(cql)  # valid CQL2
+    alone = window_filter("AUX_POEORB", start, end, "any", ["sentinel-1a"], "rs-server")
+    assert alone == {"op": "=", "args": [{"property": "product:type"}, "AUX_POEORB"]}
+    with pytest.raises(FilterError, match="naive"):
+        naive = start.replace(tzinfo=None), end.replace(tzinfo=None)
+        window_filter("AUX_POEORB", *naive, kind, None, "rs-server")

@@ -80,6 +80,7 @@ class CountingSource:
 
     name = "auxip"
     local = True
+    dialect = "stac"
 
     def __init__(self, items):
         import cql2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 from pydantic import PrivateAttr
@@ -17,9 +17,10 @@ from pydantic import PrivateAttr
 from aux_assets.auth import Auth, auth_from_env
 from aux_assets.catalog import open_catalog
 from aux_assets.catalog.base import Catalog
+from aux_assets.filters import DIALECTS, Dialect
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
-from aux_assets.settings import aux_home, positive_int_env
+from aux_assets.settings import aux_home, choice_env, positive_int_env
 from aux_assets.sources import open_source
 from aux_assets.sources.base import Source
 from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, PROFILES, profile
@@ -71,6 +72,7 @@ class SourceResource(_Credentials):
 
     name: str
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    dialect: str = "stac"
     _source: Source | None = PrivateAttr(default=None)
 
     def _auth_origins(self) -> tuple[str, ...]:
@@ -83,7 +85,10 @@ class SourceResource(_Credentials):
                 sample = ensure_sample(Path(self.home) / "sample")
                 self._source = LocalStacSource(self.name, sample)
             else:
-                self._source = open_source(self.name, self.url, self.auth(), self.timeout_s)
+                dialect = cast(Dialect, self.dialect)  # checked by build_resources
+                self._source = open_source(
+                    self.name, self.url, self.auth(), self.timeout_s, dialect
+                )
         return self._source
 
 
@@ -203,6 +208,7 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             max_connections=positive_int_env(
                 env, f"{prefix}_MAX_CONNECTIONS", source.max_connections, "connections"
             ),
+            dialect=choice_env(env, f"{prefix}_DIALECT", source.dialect, DIALECTS),
             home=home,
             **_credential_fields(env, prefix, url, source.auth_origins),
         )

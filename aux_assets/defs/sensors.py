@@ -70,11 +70,11 @@ def _search(
         client = resource.open()
         if isinstance(client, UnconfiguredSource):
             return _Outcome(source, problem=client.message(), level=logging.WARNING)
-        request = new_items_request(specs, since, MAX_ITEMS_PER_SOURCE + 1)
+        request = new_items_request(specs, since, MAX_ITEMS_PER_SOURCE + 1, client.dialect)
         items = client.search(replace(request, timeout_s=SEARCH_TIMEOUT_S))
     except (SearchError, ValueError) as exc:
         return _Outcome(source, problem=f"source {source} failed: {exc}", level=logging.ERROR)
-    return _Outcome(source, batch=settled_batch(items, MAX_ITEMS_PER_SOURCE))
+    return _Outcome(source, batch=settled_batch(items, MAX_ITEMS_PER_SOURCE, since))
 
 
 def _quiet(sources: Sequence[str], cursor: Cursor) -> str:

@@ -15,13 +15,19 @@ from aux_assets.utils.urls import local_path
 
 if TYPE_CHECKING:
     from aux_assets.auth import Auth
+    from aux_assets.filters import Dialect
     from aux_assets.sources.base import Source
 
 
 def open_source(
-    name: str, url: str | None, auth: Auth | None = None, timeout_s: float = 30.0
+    name: str,
+    url: str | None,
+    auth: Auth | None = None,
+    timeout_s: float = 30.0,
+    dialect: Dialect = "stac",
 ) -> Source:
-    """The source for ``url``: ``http(s)://`` STAC API, ``file://`` or a path on disk, or none."""
+    """The source for ``url``: ``http(s)://`` STAC API (taking filters in ``dialect``),
+    ``file://`` or a path on disk, or none."""
     from aux_assets.sources.base import SearchError, UnconfiguredSource
 
     if not url:
@@ -29,7 +35,7 @@ def open_source(
     if urlparse(url).scheme in {"http", "https"}:
         from aux_assets.sources.stac_api import StacApiSource
 
-        return StacApiSource(name, url, auth=auth, timeout_s=timeout_s)
+        return StacApiSource(name, url, auth=auth, timeout_s=timeout_s, dialect=dialect)
     path = local_path(url)
     if path is None:
         raise SearchError(

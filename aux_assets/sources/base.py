@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import pystac
 
-from aux_assets.filters import JsonDict, parse_filter
+from aux_assets.filters import Dialect, JsonDict, parse_filter
 from aux_assets.sources.profiles import profile
 
 # pystac discovers its extension hooks lazily on the first migration, which races when the
@@ -69,6 +69,11 @@ class Source(Protocol):
         """True when its asset hrefs are ``file://`` and may be read."""
         ...
 
+    @property
+    def dialect(self) -> Dialect:
+        """Which filters it takes (:data:`aux_assets.filters.Dialect`)."""
+        ...
+
     def search(self, request: SearchRequest) -> list[pystac.Item]: ...
 
     def describe(self) -> str: ...
@@ -80,6 +85,7 @@ class UnconfiguredSource:
 
     name: str
     local: bool = False
+    dialect: Dialect = "stac"
 
     def message(self) -> str:
         return profile(self.name).unconfigured_message()

@@ -4,13 +4,16 @@ A source is a STAC API, a static STAC catalog on disk, or (auxip only) the embed
 What differs between them is only here: the environment prefix of its settings, its Dagster
 resource key, its public root when it has one, its default connection limit, the origins that
 may receive its OAuth2 token besides its root, the assets staged when a products entry names
-none, and whether items found there are staged at all.
+none, whether items found there are staged at all, and the filters its STAC API takes
+(``dialect``, overridden by ``AUX_<SOURCE>_DIALECT``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from aux_assets.filters import Dialect
 
 LTA_NOT_SUPPORTED = (
     "LTA auxiliary product search is not supported yet: no LTA STAC endpoint is configured"
@@ -32,6 +35,7 @@ class Profile:
     embedded_sample: bool = False
     ours: bool = False
     unconfigured: str | None = None
+    dialect: Dialect = "stac"
 
     def unconfigured_message(self) -> str:
         """Why a search fails when the source has no URL, and how to give it one."""
@@ -46,9 +50,9 @@ def _profile(name: str, **special: Any) -> Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    # the embedded sample when AUX_AUXIP_URL is unset
-    "auxip": _profile("auxip", embedded_sample=True),
-    "prip": _profile("prip"),
+    # the embedded sample when AUX_AUXIP_URL is unset; else the Reference System's rs-server
+    "auxip": _profile("auxip", embedded_sample=True, dialect="rs-server"),
+    "prip": _profile("prip", dialect="rs-server"),
     "cadip": _profile("cadip"),
     "cdse": _profile(
         "cdse",

@@ -16,7 +16,9 @@ from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import DoesNotConformTo
 
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing_blocking
+from aux_assets.filters import Dialect, operators
 from aux_assets.sources.base import SearchError, SearchRequest
+from aux_assets.sources.profiles import PROFILES
 from aux_assets.utils.urls import origin_of, redact_url
 
 
@@ -57,10 +59,16 @@ class StacApiSource:
     local = False
 
     def __init__(
-        self, name: str, url: str, auth: Auth | None = None, timeout_s: float = 30.0
+        self,
+        name: str,
+        url: str,
+        auth: Auth | None = None,
+        timeout_s: float = 30.0,
+        dialect: Dialect = "stac",
     ) -> None:
         self.name = name
         self.url = url
+        self.dialect = dialect
         self._auth = auth
         self._timeout_s = timeout_s
         self._client: Client | None = None
@@ -98,6 +106,21 @@ class StacApiSource:
             detail = exc.detail if isinstance(exc, Unauthorized) else str(exc)
             raise SearchError(f"search in {self.describe()} failed: {detail}") from None
 
+    def _refused(self, request: SearchRequest, detail: str) -> str:
+        """Why a 422 happened, in words: the operators we sent and how to send others."""
+        used = ", ".join(f"'{op}'" for op in operators(request.filter)) or "none"
+        special = PROFILES.get(self.name)
+        hint = ""
+        if special is not None and self.dialect != "rs-server":
+            hint = (
+                f"; if this is an rs-server, set {special.env_prefix}_DIALECT=rs-server (it "
+                "sends only '=', 'and' and t_intersects)"
+            )
+        return (
+            f"search in {self.describe()} failed: the server refused the filter (HTTP 422: "
+            f"{detail}); its operators: {used}{hint}"
+        )
+
     def _search(self, request: SearchRequest) -> list[pystac.Item]:
         deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         try:
@@ -125,8 +148,11 @@ class StacApiSource:
             raise SearchError(f"search in {self.describe()} failed: {exc}") from None
         except APIError as exc:
             detail = " ".join(str(exc).split())[:500]
-            if getattr(exc, "status_code", None) == 401:
+            status = getattr(exc, "status_code", None)
+            if status == 401:
                 raise Unauthorized(detail) from None
+            if status == 422:
+                raise SearchError(self._refused(request, detail)) from None
             raise SearchError(f"search in {self.describe()} failed: {detail}") from None
         except requests.RequestException as exc:
             raise SearchError(f"search in {self.describe()} failed: {type(exc).__name__}") from None

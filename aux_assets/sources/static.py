@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import cql2
 import pystac
 
-from aux_assets.filters import JsonDict
+from aux_assets.filters import Dialect, JsonDict
 from aux_assets.sources.base import SearchError, SearchRequest
 from aux_assets.utils.times import parse_utc
 from aux_assets.utils.urls import file_path
@@ -95,6 +95,7 @@ class LocalStacSource:
     """
 
     local = True
+    dialect: Dialect = "stac"  # filters are evaluated here, with cql2: any of them works
 
     def __init__(self, name: str, path: Path) -> None:
         self.name = name

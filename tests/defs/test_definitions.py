@@ -142,3 +142,14 @@ def test_each_source_resource_takes_the_specials_of_its_profile(tmp_path, monkey
     )
     assert cdse.settings.extra_origins == downloads
     assert prip.settings.extra_origins == ()
+
+
+def test_a_source_dialect_comes_from_its_profile_or_its_variable(tmp_path):
+    env = {"AUX_ASSETS_HOME": str(tmp_path), "AUX_PRIP_URL": "https://prip.example/stac"}
+    resources = build_resources(env)
+    assert resources["prip"].dialect == "rs-server" and resources["cdse"].dialect == "stac"
+    assert resources["prip"].open().dialect == "rs-server"
+    generic = build_resources({**env, "AUX_PRIP_DIALECT": "stac"})["prip"]
+    assert generic.open().dialect == "stac"
+    with pytest.raises(ValueError, match="AUX_PRIP_DIALECT='cql' is not one of stac, rs-server"):
+        build_resources({**env, "AUX_PRIP_DIALECT": "cql"})
