@@ -92,6 +92,27 @@ class StaticAuth:
         )
 
 
+class AnyOfAuth:
+    """Several credentials, each bound to its own origins (a STAC API and the hosts its assets
+    are downloaded from): a URL gets the headers of the first that has some for it."""
+
+    def __init__(self, *auths: Auth) -> None:
+        self.auths = auths
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        # each is asked, so that each knows whether it sent something (see refresh)
+        found = [headers for auth in self.auths if (headers := auth.headers_for(url))]
+        return found[0] if found else {}
+
+    async def refresh(self) -> bool:
+        """Renew the credentials that were sent (the others answer ``False``)."""
+        renewed = [await auth.refresh() for auth in self.auths]
+        return any(renewed)
+
+    def __repr__(self) -> str:
+        return f"AnyOfAuth({', '.join(map(repr, self.auths))})"
+
+
 class Unauthorized(Exception):
     """A request answered HTTP 401; ``detail`` says so in words safe to show (no credential)."""
 
@@ -158,6 +179,8 @@ class OAuth2Settings:
     password: str | None = None
     scope: str | None = None
     extra_origins: tuple[str, ...] = ()
+    # the Authorization header of the token request itself (rs-server's stations want a Basic one)
+    token_authorization: str | None = None
 
     def __post_init__(self) -> None:
         if urlsplit(self.token_url).scheme.lower() not in {"http", "https"}:
@@ -178,8 +201,9 @@ class OAuth2Settings:
             f"OAuth2Settings(token_url={redact_url(self.token_url)!r}, origin={self.origin!r}, "
             f"client_id={self.client_id!r}, client_secret={mask_secret(self.client_secret)}, "
             f"username={self.username!r}, password={mask_secret(self.password)}, "
-            f"scope={self.scope!r}, "
-            f"extra_origins={self.extra_origins!r}, grant_type={self.grant_type!r})"
+            f"scope={self.scope!r}, extra_origins={self.extra_origins!r}, "
+            f"token_authorization={mask_secret(self.token_authorization)}, "
+            f"grant_type={self.grant_type!r})"
         )
 
 
@@ -308,13 +332,15 @@ class OAuth2Auth:
         secrets = [
             s.client_secret,
             s.password,
+            s.token_authorization,
             *((old.access_token, old.refresh_token) if old else ()),
         ]
         grant = fields["grant_type"]
         self._requests += 1
         issued = self._clock()
         try:
-            response = self._http().post(s.token_url, data=data)
+            headers = {"Authorization": s.token_authorization} if s.token_authorization else {}
+            response = self._http().post(s.token_url, data=data, headers=headers)
         except httpx.HTTPError as exc:
             raise self._error(grant, f"{type(exc).__name__}: {exc}", secrets) from None
         payload = _json_object(response)
@@ -392,7 +418,8 @@ def auth_from_env(
     give an :class:`OAuth2Auth`; ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
     The OAuth2 token also goes to the origins in ``_AUTH_ORIGINS`` (comma-separated), else to
     ``default_origins`` (a source's download hosts where they differ from its STAC root: see
-    :mod:`aux_assets.sources.profiles`).
+    :mod:`aux_assets.sources.profiles`); ``_TOKEN_AUTHORIZATION`` is the ``Authorization``
+    header of the token request itself (e.g. ``Basic ...``).
     Incomplete or conflicting settings raise a ``ValueError`` naming the variable to set.
     """
 
@@ -401,7 +428,8 @@ def auth_from_env(
 
     oauth = {n: get(n) for n in ("TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "USERNAME", "PASSWORD")}
     scope, token, api_key = get("SCOPE"), get("TOKEN"), get("API_KEY")
-    if any(oauth.values()) or scope:
+    token_authorization = get("TOKEN_AUTHORIZATION")
+    if any(oauth.values()) or scope or token_authorization:
         static = [f"{prefix}_{n}" for n, v in (("TOKEN", token), ("API_KEY", api_key)) if v]
         if static:
             raise ValueError(
@@ -430,6 +458,7 @@ def auth_from_env(
                 password=oauth["PASSWORD"],
                 scope=scope,
                 extra_origins=_extra_origins(prefix, get("AUTH_ORIGINS"), default_origins),
+                token_authorization=token_authorization,
             )
         )
     if token or api_key:

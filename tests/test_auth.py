@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from aux_assets.auth import (
     FAILURE_HOLD_S,
+    AnyOfAuth,
     AuthError,
     OAuth2Auth,
     OAuth2Settings,
@@ -24,6 +26,15 @@ from aux_assets.auth import (
 from aux_assets.sources.profiles import profile
 from aux_assets.staging.transfer import TransferEngine, TransferRequest
 from tests.fixtures.oauth import RESOURCE_BODY, GrantRequest, OAuthServer
+from tests.helpers.station import (
+    BASIC,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PASSWORD,
+    USERNAME,
+    Product,
+    serve_station,
+)
 
 
 class FakeClock:
@@ -540,3 +551,48 @@ def test_a_blocking_send_renews_even_where_an_event_loop_runs() -> None:
 
     assert asyncio.run(from_a_running_loop()) == "ok"
     assert sender.calls == 2 and auth.refreshes == 1
+
+
+def test_a_token_request_can_carry_its_own_authorization_header() -> None:
+    """rs-server's stations want 'Authorization: Basic ...' on the token request itself."""
+    when = datetime(2026, 1, 5, tzinfo=UTC)
+    product = Product("S1A_AUX_TEST", "AUX_TEST", when, when, when, when)
+    with serve_station([product]) as station:
+        settings = dict(
+            token_url=f"{station.url}/oauth2/token",
+            origin=station.url,
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            username=USERNAME,
+            password=PASSWORD,
+        )
+        without = OAuth2Auth(OAuth2Settings(**settings))
+        with pytest.raises(AuthError, match="invalid_grant"):
+            without.headers_for(f"{station.url}/Products")
+        auth = OAuth2Auth(OAuth2Settings(**settings, token_authorization=BASIC))
+        headers = auth.headers_for(f"{station.url}/Products({product.id})/$value")
+        answer = httpx.get(f"{station.url}/Products({product.id})/$value", headers=headers)
+        assert answer.status_code == 200 and answer.content == product.data
+        assert BASIC not in repr(auth) and "token_authorization='***'" in repr(auth)
+
+
+def test_any_of_auth_gives_each_origin_its_own_credentials() -> None:
+    api = StaticAuth("https://rs.example", api_key="api-key")
+    station = StaticAuth("http://station.example:5000", token="station-token")
+    auth = AnyOfAuth(api, station)
+    assert auth.headers_for("https://rs.example/auxip/search") == {"x-api-key": "api-key"}
+    assert auth.headers_for("http://station.example:5000/Products(1)/$value") == {
+        "Authorization": "Bearer station-token"
+    }
+    assert auth.headers_for("https://elsewhere.example/x") == {}
+    assert asyncio.run(auth.refresh()) is False  # static credentials cannot be renewed
+    assert "api-key" not in repr(auth) and "station-token" not in repr(auth)
+
+
+def test_asset_credentials_without_their_url_fail_at_load_naming_it() -> None:
+    env = {
+        "AUX_AUXIP_ASSET_TOKEN_URL": "http://station.example/oauth2/token",
+        "AUX_AUXIP_ASSET_CLIENT_ID": "c",
+    }
+    with pytest.raises(ValueError, match="set AUX_AUXIP_ASSET_URL"):
+        auth_from_env("AUX_AUXIP_ASSET", env, env.get("AUX_AUXIP_ASSET_URL"))

@@ -14,7 +14,7 @@ from typing import Any, cast
 import dagster as dg
 from pydantic import PrivateAttr
 
-from aux_assets.auth import Auth, auth_from_env
+from aux_assets.auth import AnyOfAuth, Auth, auth_from_env
 from aux_assets.catalog import open_catalog
 from aux_assets.catalog.base import Catalog
 from aux_assets.filters import DIALECTS, Dialect
@@ -30,8 +30,10 @@ from aux_assets.storage.base import Storage
 
 
 class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Credentials of one service (``<prefix>_API_KEY``/``_TOKEN``, or OAuth2), built once per
-    resource instance and shared by all its searches and transfers (one token per account)."""
+    """Credentials of one service (``<prefix>_API_KEY``/``_TOKEN``, or OAuth2) and, apart, of the
+    hosts its assets are downloaded from (``<prefix>_ASSET_*``, bound to ``<prefix>_ASSET_URL``:
+    e.g. the station behind rs-server); built once per resource instance and shared by all its
+    searches and transfers (one token per account)."""
 
     prefix: str
     url: str | None = None
@@ -44,21 +46,37 @@ class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
     password: str | None = None
     scope: str | None = None
     auth_origins: str | None = None
+    token_authorization: str | None = None
+    asset_url: str | None = None
+    asset_api_key: str | None = None
+    asset_token: str | None = None
+    asset_token_url: str | None = None
+    asset_client_id: str | None = None
+    asset_client_secret: str | None = None
+    asset_username: str | None = None
+    asset_password: str | None = None
+    asset_scope: str | None = None
+    asset_auth_origins: str | None = None
+    asset_token_authorization: str | None = None
     timeout_s: float = 30.0
     home: str = ".aux_assets"
     _auth: Auth | None = PrivateAttr(default=None)
     _auth_built: bool = PrivateAttr(default=False)
 
     def auth(self) -> Auth | None:
-        """The credentials, bound to this service's URL origin (``None`` when there are none)."""
+        """The credentials, each bound to its origins (``None`` when there are none)."""
         if not self._auth_built:
-            fields = {
-                name.upper(): getattr(self, name)
-                for name in (*_CREDENTIAL_FIELDS, "scope", "auth_origins")
+            values = {
+                f"{self.prefix}_{name.upper()}": getattr(self, name)
+                for name in _CREDENTIAL_FIELDS
                 if getattr(self, name)
             }
-            values = {f"{self.prefix}_{name}": value for name, value in fields.items()}
-            self._auth = auth_from_env(self.prefix, values, self.url, self._auth_origins())
+            found = [
+                auth_from_env(self.prefix, values, self.url, self._auth_origins()),
+                auth_from_env(f"{self.prefix}_ASSET", values, self.asset_url),
+            ]
+            auths = [auth for auth in found if auth is not None]
+            self._auth = AnyOfAuth(*auths) if len(auths) > 1 else next(iter(auths), None)
             self._auth_built = True
         return self._auth
 
@@ -142,7 +160,7 @@ class ProductsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_products(Path(self.path))
 
 
-_CREDENTIAL_FIELDS = (
+_SERVICE_FIELDS = (
     "api_key",
     "token",
     "token_url",
@@ -150,8 +168,16 @@ _CREDENTIAL_FIELDS = (
     "client_secret",
     "username",
     "password",
+    "scope",
+    "auth_origins",
+    "token_authorization",
 )
-_SECRET_FIELDS = {"api_key", "token", "client_secret", "password"}
+_CREDENTIAL_FIELDS = (*_SERVICE_FIELDS, "asset_url", *(f"asset_{n}" for n in _SERVICE_FIELDS))
+_SECRET_FIELDS = {
+    f"{group}{name}"
+    for group in ("", "asset_")
+    for name in ("api_key", "token", "client_secret", "password", "token_authorization")
+}
 
 
 def _credential_fields(
@@ -160,8 +186,9 @@ def _credential_fields(
     """The credential fields of a service from ``<prefix>_*``: secrets as ``dg.EnvVar`` (their
     values never enter the definitions), checked now so a bad set fails at load."""
     auth_from_env(prefix, env, url, auth_origins)
+    auth_from_env(f"{prefix}_ASSET", env, env.get(f"{prefix}_ASSET_URL"))
     fields: dict[str, Any] = {}
-    for name in (*_CREDENTIAL_FIELDS, "scope", "auth_origins"):
+    for name in _CREDENTIAL_FIELDS:
         variable = f"{prefix}_{name.upper()}"
         if env.get(variable):
             fields[name] = dg.EnvVar(variable) if name in _SECRET_FIELDS else env[variable]

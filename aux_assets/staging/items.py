@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from datetime import datetime
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -19,6 +20,7 @@ import pystac
 
 from aux_assets.utils.checksums import Checksum, ChecksumError
 from aux_assets.utils.names import UnsafeNameError, check_safe_name
+from aux_assets.utils.times import parse_utc
 from aux_assets.utils.urls import strip_userinfo
 
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
@@ -46,6 +48,16 @@ def source_checksum(asset: pystac.Asset) -> Checksum | None:
     """The checksum a source asset announces (``ChecksumError`` if it cannot be read)."""
     value = asset.extra_fields.get("file:checksum")
     return Checksum.parse(str(value)) if value else None
+
+
+def eviction(asset: pystac.Asset) -> datetime | None:
+    """When the source evicts the asset's file (rs-server's ``eviction_datetime``); ``None``
+    when it does not say, or not as a timestamp."""
+    value = asset.extra_fields.get("eviction_datetime")
+    try:
+        return parse_utc(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def alternate_source(asset: pystac.Asset) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
@@ -46,6 +47,7 @@ from aux_assets.staging.gates import OpenGate, SourceGate, admitted
 from aux_assets.staging.items import (
     alternate_source,
     asset_filename,
+    eviction,
     registered_asset,
     registered_checksum,
     registered_item,
@@ -248,7 +250,7 @@ class Stager:
         self.swept += self.storage.sweep(
             (key for work in accepted for key in work.keys.values()), self.leftover_max_age_s
         )
-        todo = self._dedupe(accepted, outcomes)
+        todo = [w for w in self._dedupe(accepted, outcomes) if not self._evicted(w, outcomes)]
         for outcome in asyncio.run(self._stage_sources(todo)) if todo else []:
             outcomes[(outcome.collection, outcome.item_id)] = outcome
         return [outcomes[key] for key in unique]
@@ -329,6 +331,21 @@ class Stager:
                 else:
                     todo.append(work)
         return todo
+
+    def _evicted(self, work: _Accepted, outcomes: dict[tuple[str, str], ItemOutcome]) -> bool:
+        """Whether an item to transfer has a file its source already evicted (it fails alone,
+        before any transfer, saying when)."""
+        now = datetime.now(UTC)
+        for key, asset in work.assets.items():
+            when = eviction(asset)
+            if when is not None and when <= now:
+                outcomes[(work.task.collection, work.task.item.id)] = self._fail(
+                    work.task,
+                    f"asset {key!r} was evicted from source '{work.task.source}' on "
+                    f"{when.isoformat()}: it can no longer be downloaded there",
+                )
+                return True
+        return False
 
     def _present(self, work: _Accepted, existing: Mapping[str, pystac.Item]) -> ItemOutcome | None:
         """The ``present`` outcome of an item registered with the same files, else ``None``."""
