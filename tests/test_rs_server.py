@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,6 +16,7 @@ from aux_assets.sources.base import SearchError, SearchRequest
 from aux_assets.sources.stac_api import StacApiSource
 from aux_assets.utils.checksums import Checksum
 from tests.fixtures.rs_server import RsAuxip
+from tests.helpers.station import Product
 
 DAY = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
 
@@ -125,3 +126,20 @@ def test_new_products_are_asked_in_the_rs_server_dialect(rs_auxip: RsAuxip) -> N
     assert len(published) == 3 and published == sorted(published)
     assert all(i.id.startswith(("S1A", "S1B", "S1C")) for i in batch.items)
     assert "PublicationDate gt" in rs_auxip.station.searches[-1]
+
+
+def test_pages_are_followed_through_rs_servers_post_next_links(rs_auxip: RsAuxip) -> None:
+    """More files than a page: rs-server answers a 'next' link to POST with a token."""
+    start = datetime(2026, 2, 1, tzinfo=UTC)
+    for n in range(620):  # restituted orbits, one every 3 minutes
+        vs = start + timedelta(minutes=3 * n)
+        name = f"S1A_OPER_AUX_RESORB_OPOD_{vs:%Y%m%dT%H%M%S}_V{vs:%Y%m%dT%H%M%S}_T{n:04d}.EOF"
+        rs_auxip.station.add(
+            Product(name, "AUX_RESORB", vs, vs + timedelta(hours=3), vs, vs, ("SENTINEL-1", "A"))
+        )
+    window = (start, start + timedelta(days=2))
+    cql = window_filter("AUX_RESORB", *window, "intersect", None, "rs-server")
+    asked = len(rs_auxip.station.searches)
+    items = _rs(rs_auxip).search(SearchRequest(filter=cql, collections=("adgs",)))
+    assert len(items) == 620 and len({i.id for i in items}) == 620
+    assert len(rs_auxip.station.searches) - asked >= 2  # a second page was asked for
