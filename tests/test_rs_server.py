@@ -3,20 +3,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from aux_assets.auth import OAuth2Auth, OAuth2Settings
 from aux_assets.discovery import new_items_request, settled_batch
 from aux_assets.filters import operators, window_filter
 from aux_assets.planning import Window, plan_windows
 from aux_assets.products import ProductSpec
 from aux_assets.sources.base import SearchError, SearchRequest
 from aux_assets.sources.stac_api import StacApiSource
+from aux_assets.staging.transfer import (
+    TransferEngine,
+    TransferError,
+    TransferRequest,
+    TransferResult,
+)
 from aux_assets.utils.checksums import Checksum
+from aux_assets.utils.retry import RetryPolicy
 from tests.fixtures.rs_server import RsAuxip
-from tests.helpers.station import Product
+from tests.helpers.station import (
+    BASIC,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    PASSWORD,
+    USERNAME,
+    Product,
+    serve_station,
+)
 
 DAY = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
 
@@ -143,3 +160,40 @@ def test_pages_are_followed_through_rs_servers_post_next_links(rs_auxip: RsAuxip
     items = _rs(rs_auxip).search(SearchRequest(filter=cql, collections=("adgs",)))
     assert len(items) == 620 and len({i.id for i in items}) == 620
     assert len(rs_auxip.station.searches) - asked >= 2  # a second page was asked for
+
+
+def test_a_station_token_is_renewed_once_and_a_second_401_fails_the_file(tmp_path) -> None:
+    when = datetime(2026, 1, 5, tzinfo=UTC)
+    product = Product("S1A_OPER_AUX_TEST.EOF", "AUX_TEST", when, when, when, when)
+    with serve_station([product]) as station:
+        auth = OAuth2Auth(
+            OAuth2Settings(
+                token_url=f"{station.url}/oauth2/token",
+                origin=station.url,
+                client_id=CLIENT_ID,
+                client_secret=CLIENT_SECRET,
+                username=USERNAME,
+                password=PASSWORD,
+                token_authorization=BASIC,
+            )
+        )
+        url = f"{station.url}/Products({product.id})/$value"
+
+        async def fetch(name: str) -> TransferResult:
+            async with TransferEngine(retry=RetryPolicy(attempts=2, backoff_s=0.01)) as engine:
+                return await engine.fetch(
+                    TransferRequest(url, tmp_path / f"{name}.part", auth=auth)
+                )
+
+        assert asyncio.run(fetch("a")).size == len(product.data)
+        station.revoke()  # the station forgot our token: one renewal, then the bytes
+        assert asyncio.run(fetch("b")).size == len(product.data)
+        grants = [r["grant_type"] for r in station.token_requests]
+        assert grants == ["password", "refresh_token"]  # the renewal used the refresh token
+        station.refuse_downloads = True
+        with pytest.raises(TransferError) as raised:
+            asyncio.run(fetch("c"))
+        assert raised.value.reason == "HTTP 401 Unauthorized"
+        assert len(station.token_requests) == 3  # renewed once, not in a loop
+        assert not (tmp_path / "c.part").exists()
+        assert PASSWORD not in str(raised.value) and CLIENT_SECRET not in repr(auth)

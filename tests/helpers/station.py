@@ -152,10 +152,16 @@ class Station:
     def __init__(self, products: list[Product]) -> None:
         self.products = {p.id: p for p in products}
         self.tokens: set[str] = set()
+        self.refresh_tokens: set[str] = set()
         self.token_requests: list[dict[str, str]] = []
         self.searches: list[str] = []
         self.downloads: list[str] = []
+        self.refuse_downloads = False  # answer 401 to every download, fresh token or not
         self.url = ""
+
+    def revoke(self) -> None:
+        """Forget every access token issued (refresh tokens stay valid)."""
+        self.tokens.clear()
 
     def add(self, product: Product) -> None:
         self.products[product.id] = product
@@ -211,19 +217,25 @@ def serve_station(products: list[Product]) -> Iterator[Station]:
                 return
             with lock:
                 station.token_requests.append(form)
-            grant = (
-                form.get("grant_type") == "password"
-                and (form.get("username"), form.get("password")) == (USERNAME, PASSWORD)
-                and (form.get("client_id"), form.get("client_secret")) == (CLIENT_ID, CLIENT_SECRET)
-                and self.headers.get("Authorization") == BASIC
-            )
-            if not grant:
+            client = (form.get("client_id"), form.get("client_secret")) == (
+                CLIENT_ID,
+                CLIENT_SECRET,
+            ) and self.headers.get("Authorization") == BASIC
+            if form.get("grant_type") == "refresh_token":
+                granted = form.get("refresh_token") in station.refresh_tokens
+            else:
+                granted = form.get("grant_type") == "password" and (
+                    form.get("username"),
+                    form.get("password"),
+                ) == (USERNAME, PASSWORD)
+            if not (client and granted):
                 self._json(401, {"error": "invalid_grant"})
                 return
-            token = uuid.uuid4().hex
+            token, refresh = uuid.uuid4().hex, uuid.uuid4().hex
             with lock:
                 station.tokens.add(token)
-            self._json(200, {"access_token": token, "refresh_token": token, "expires_in": 3600})
+                station.refresh_tokens.add(refresh)
+            self._json(200, {"access_token": token, "refresh_token": refresh, "expires_in": 3600})
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)
@@ -239,6 +251,9 @@ def serve_station(products: list[Product]) -> Iterator[Station]:
                 return
             value = re.fullmatch(r"/Products\(([^)]+)\)/\$value", unquote(parts.path))
             product = station.products.get(value[1]) if value else None
+            if station.refuse_downloads:
+                self._json(401, {"detail": "this account may not download"})
+                return
             if product is None:
                 self._json(404, {"detail": "no such product"})
                 return
