@@ -28,11 +28,8 @@ from aux_assets.staging.transfer import TransferEngine, TransferRequest
 from tests.fixtures.oauth import RESOURCE_BODY, GrantRequest, OAuthServer
 from tests.helpers.station import (
     BASIC,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    PASSWORD,
-    USERNAME,
     Product,
+    account,
     serve_station,
 )
 
@@ -558,18 +555,10 @@ def test_a_token_request_can_carry_its_own_authorization_header() -> None:
     when = datetime(2026, 1, 5, tzinfo=UTC)
     product = Product("S1A_AUX_TEST", "AUX_TEST", when, when, when, when)
     with serve_station([product]) as station:
-        settings = dict(
-            token_url=f"{station.url}/oauth2/token",
-            origin=station.url,
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            username=USERNAME,
-            password=PASSWORD,
-        )
-        without = OAuth2Auth(OAuth2Settings(**settings))
+        without = OAuth2Auth(account(station.url, token_authorization=None))
         with pytest.raises(AuthError, match="invalid_grant"):
             without.headers_for(f"{station.url}/Products")
-        auth = OAuth2Auth(OAuth2Settings(**settings, token_authorization=BASIC))
+        auth = OAuth2Auth(account(station.url))
         headers = auth.headers_for(f"{station.url}/Products({product.id})/$value")
         answer = httpx.get(f"{station.url}/Products({product.id})/$value", headers=headers)
         assert answer.status_code == 200 and answer.content == product.data

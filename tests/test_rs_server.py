@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from aux_assets.auth import OAuth2Auth, OAuth2Settings
+from aux_assets.auth import OAuth2Auth
 from aux_assets.discovery import new_items_request, settled_batch
 from aux_assets.filters import operators, window_filter
 from aux_assets.planning import Window, plan_windows
@@ -26,12 +26,10 @@ from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.retry import RetryPolicy
 from tests.fixtures.rs_server import RsAuxip
 from tests.helpers.station import (
-    BASIC,
-    CLIENT_ID,
     CLIENT_SECRET,
     PASSWORD,
-    USERNAME,
     Product,
+    account,
     serve_station,
 )
 
@@ -166,17 +164,7 @@ def test_a_station_token_is_renewed_once_and_a_second_401_fails_the_file(tmp_pat
     when = datetime(2026, 1, 5, tzinfo=UTC)
     product = Product("S1A_OPER_AUX_TEST.EOF", "AUX_TEST", when, when, when, when)
     with serve_station([product]) as station:
-        auth = OAuth2Auth(
-            OAuth2Settings(
-                token_url=f"{station.url}/oauth2/token",
-                origin=station.url,
-                client_id=CLIENT_ID,
-                client_secret=CLIENT_SECRET,
-                username=USERNAME,
-                password=PASSWORD,
-                token_authorization=BASIC,
-            )
-        )
+        auth = OAuth2Auth(account(station.url))
         url = f"{station.url}/Products({product.id})/$value"
 
         async def fetch(name: str) -> TransferResult:

@@ -27,6 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from aux_assets.auth import OAuth2Settings
+
 USERNAME, PASSWORD = "station-user", "station-password"
 CLIENT_ID, CLIENT_SECRET = "station-client", "station-client-secret"
 BASIC = "Basic c3RhdGlvbg=="
@@ -109,6 +111,20 @@ class Product:
             "Checksum": [{"Algorithm": "MD5", "Value": hashlib.md5(self.data).hexdigest().upper()}],
             "Attributes": typed,
         }
+
+
+def account(url: str, **changes: Any) -> OAuth2Settings:
+    """Our OAuth2 settings for the station at ``url`` (``changes`` replace fields)."""
+    fields: dict[str, Any] = {
+        "token_url": f"{url}/oauth2/token",
+        "origin": url,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "username": USERNAME,
+        "password": PASSWORD,
+        "token_authorization": BASIC,
+    }
+    return OAuth2Settings(**(fields | changes))
 
 
 class FilterNotUnderstood(ValueError):
