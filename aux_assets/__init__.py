@@ -15,12 +15,15 @@ importable and testable without Dagster:
 ``auth``           credentials bound to origins, OAuth2, the one rule for a 401
 ``sources/``       where items are searched (STAC API, static catalog); ``profiles``: what is
                    special about auxip, prip, cadip, cdse, earthdatahub, catalog and lta
-``catalog/``       where items are registered (static catalog, STAC API with Transactions)
+``catalog/``       where items are registered (static catalog, STAC API with Transactions,
+                   rs-server-catalog)
 ``storage/``       where bytes go (local files, S3)
 ``staging/``       what moves bytes: stager, the registered item's shape, transfer engine,
                    archives, gates
 ``utils/``         small helpers: names, urls, text, retry, times, checksums, JSON files
 ``settings``       environment settings both layers read
+``tracing``        OpenTelemetry spans, exported over OTLP/HTTP when the ``OTEL_*`` variables
+                   ask for them (a no-op otherwise); ``traceparent`` on outgoing requests
 ``report``         ``python -m aux_assets.report DAY``: what a materialized day holds
 ``sample/``        ``python -m aux_assets.sample``: the embedded AUXIP-like sample
 =================  ==========================================================================

@@ -37,9 +37,9 @@ from datetime import UTC, date, datetime, time, timedelta
 import pystac
 from pystac.utils import str_to_datetime
 
-from aux_assets.filters import Dialect, JsonDict, timestamp
+from aux_assets.filters import Dialect, JsonDict, product_type_value, timestamp
 from aux_assets.products import ProductSpec
-from aux_assets.selection import policy_family, validity
+from aux_assets.selection import policy_family, served_units, validity
 from aux_assets.sources.base import SearchRequest
 from aux_assets.utils.times import utc_text
 
@@ -75,9 +75,11 @@ def new_items_request(
     ``specs`` all have the same source. Sorted by ``published`` ascending, ``limit`` in total;
     ``collections`` is the union of the specs' ``source_collections`` when each has them.
     rs-server takes neither ``in`` nor ``>`` nor a sort on ``published``: the types go as one
-    comma-separated ``=``, the publication as the STAC ``datetime`` (its ``PublicationDate``,
-    from ``since`` on, inclusive: :func:`settled_batch` drops what is not newer) and the order
-    by ``created`` (its ``PublicationDate`` too).
+    comma-separated ``=`` (EOPF types by their legacy types:
+    :func:`~aux_assets.filters.product_type_value`), the publication as the STAC ``datetime``
+    (its ``PublicationDate``, from ``since`` on, inclusive: :func:`settled_batch` drops what is
+    not newer) and the order by ``created`` (AUXIP: its ``PublicationDate`` too; PRIP: the
+    station's ``processingDate`` attribute).
     """
     sources = {spec.source for spec in specs}
     if len(sources) != 1:
@@ -90,7 +92,10 @@ def new_items_request(
         collections = tuple(sorted({c for spec in specs for c in spec.source_collections or ()}))
     if dialect == "rs-server":
         return SearchRequest(
-            filter={"op": "=", "args": [{"property": "product:type"}, ",".join(types)]},
+            filter={
+                "op": "=",
+                "args": [{"property": "product:type"}, product_type_value(types, dialect)],
+            },
             collections=collections,
             limit=limit,
             sortby=CREATED_ASCENDING,
@@ -169,7 +174,7 @@ def _serves(spec: ProductSpec, item: pystac.Item) -> bool:
     props = item.properties
     if props.get("product:type") not in (spec.product_type, *spec.alternatives):
         return False
-    if spec.platforms and props.get("platform") not in spec.platforms:
+    if spec.platforms and not served_units(item, spec.platforms):
         return False
     return not spec.source_collections or item.collection_id in spec.source_collections
 

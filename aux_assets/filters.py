@@ -18,9 +18,86 @@ from aux_assets.utils.times import utc_text
 JsonDict = dict[str, Any]
 WindowKind = Literal["cover", "intersect", "any"]
 # How a STAC API takes a window: "stac", any CQL2 comparison; "rs-server", the Reference
-# System's AUXIP and PRIP, which answer 422 to anything but '=', 'and' and temporal operators.
-Dialect = Literal["stac", "rs-server"]
-DIALECTS: tuple[Dialect, ...] = ("stac", "rs-server")
+# System's AUXIP and PRIP, which answer 422 to anything but '=', 'and' and temporal operators;
+# "rs-catalog", the Reference System's catalog (owner-scoped collections), which answers 500 to
+# any comparison on start_datetime, so the start of a validity is asked as `datetime` (pgstac's
+# datetime column: rs-server items have datetime = start_datetime).
+Dialect = Literal["stac", "rs-server", "rs-catalog"]
+SOURCE_DIALECTS: tuple[Dialect, ...] = ("stac", "rs-server")
+CATALOG_DIALECTS: tuple[Dialect, ...] = ("stac", "rs-catalog")
+
+# rs-server PRIP (1.0a4) answers a station's legacy product type (IW_RAW__0N) as its EOPF type
+# (S01SIWRAW) in ``product:type``, but forwards a ``product:type`` filter to the station as
+# given, where only the legacy types are known: asked for S01SIWRAW it finds nothing. The
+# rs-server dialect therefore asks for an EOPF type of this table by its legacy types (one
+# comma-separated '=', which rs-server sends as one OData 'in'). The table inverts
+# rs-server-common 1.0a4's config/product_type_mapping.yaml (the EOPF types without a legacy
+# type are left out); any other type (every AUXIP type) is sent as it is.
+RS_LEGACY_TYPES: dict[str, tuple[str, ...]] = {
+    "S01SSMGRD": tuple(f"S{n}_GRD{r}_1{c}" for n in "123456" for r in "FHM" for c in "AS"),
+    "S01SIWRAWS": ("IW_RAW__0S",),
+    "S01SIWRAW": ("IW_RAW__0N",),
+    "S01SEWRAW": ("EW_RAW__0S",),
+    "S01SSMRAW": ("SM_RAW__0S",),
+    "S01SWVRAW": ("WV_RAW__0S",),
+    "S01SIWANC": ("IW_RAW__0A",),
+    "S01SEWANC": ("EW_RAW__0C",),
+    "S01SWVANC": ("WV_RAW__0N",),
+    "S01SEWGRD": ("EW_GRDH_1S",),
+    "S01SIWGRD": ("IW_GRDH_1S",),
+    "S01SIWOCN": ("IW_OCN__2S",),
+    "S01SSMOCN": ("SM_OCN__2S",),
+    "S01SEWSLC": ("EW_SLC__1S",),
+    "S01SIWSLC": ("IW_SLC__1S",),
+    "S01SWVOCN": ("WV_OCN__2S",),
+    "S01GPSRAW": ("GP_RAW__0_",),
+    "S01HKMRAW": ("HK_RAW__0_",),
+    "S01AISRAW": ("RAW",),
+    "S02MSIL0_": ("MSI_L0__DS",),
+    "S02MSIL1A": ("MSI_L1A_DS",),
+    "S02MSIL1B": ("MSI_L1B_DS",),
+    "S02MSIL1C": ("MSI_L1C_DS",),
+    "S02MSIL2A": ("MSI_L2A_DS",),
+    "S03SRAL0_": ("SR_0_SRA___",),
+    "S03SRAL0C": ("SR_0_CAL___",),
+    "S03ALT1A": ("SR_1_SRA_A_",),
+    "S03ALT1B": ("SR_1_SRA_BS",),
+    "S03ALT2H": ("SR_2_LAN_HY",),
+    "S03ALTCAL": ("SR_1_CAL",),
+    "S03MWRL0_": ("MW_0_MWR",),
+    "S03MWRL1_": ("MW_1_MWR",),
+    "S03MWRCAL": ("MW_1_CAL",),
+    "S03OLCL0_": ("OL_0_EFR",),
+    "S03OLCEFR": ("OL_1_EFR",),
+    "S03OLCERR": ("OL_1_ERR",),
+    "S03OLCRAC": ("OL_1_RAC",),
+    "S03OLCSPC": ("OL_1_SPC",),
+    "S03OLCLFR": ("OL_2_LFR",),
+    "S03OLCLRR": ("OL_2_LRR",),
+    "S03SLSL0_": ("SL_0_SLT",),
+    "S03SLSRBT": ("SL_1_RBT",),
+    "S03SLSLST": ("SL_2_LST",),
+    "S03SLSFRP": ("SL_2_FRP",),
+    "S03SYNSDR": ("SY_2_SYN",),
+    "S03SYNAOD": ("SY_2_AOD",),
+    "S03SYNVGT": ("SY_2_VGT",),
+    "S03SYNVGK": ("SY_2_VGK",),
+    "S03SYNV01": ("SY_2_VG1",),
+    "S03SYNV10": ("SY_2_V10",),
+    "SXXACQREP": ("REP_PASS",),
+    "OPER_MSI": ("OPER_MSI", "OPER_MSI_L0", "OPER_MSI_L2A"),
+}
+
+
+def product_type_value(product_types: Sequence[str], dialect: Dialect) -> str | list[str]:
+    """What a filter on ``product:type`` compares with: in the rs-server dialect one
+    comma-separated text of the types, each EOPF type of :data:`RS_LEGACY_TYPES` replaced by
+    its legacy types (the only ones the station knows); else the single type, or the list."""
+    if dialect == "rs-server":
+        sent = (legacy for t in product_types for legacy in RS_LEGACY_TYPES.get(t, (t,)))
+        return ",".join(dict.fromkeys(sent))
+    return product_types[0] if len(product_types) == 1 else list(product_types)
+
 
 # Every operator of CQL2 (OGC 21-065): basic, advanced comparison, spatial, temporal, array,
 # arithmetic and functions. `cql2.Expr.validate()` accepts unknown operators; we do not.
@@ -96,15 +173,18 @@ def window_filter(
 
     ``cover``: ``start_datetime <= start and end_datetime >= end`` (ValCover candidates,
     inclusive on both edges); ``intersect``: ``start_datetime <= end and end_datetime >= start``;
-    ``any``: the product type alone. ``platforms`` adds ``platform in (...)``.
+    ``any``: the product type alone. ``platforms`` adds ``platform in (...)``. The
+    ``rs-catalog`` dialect compares ``datetime`` where the others compare ``start_datetime``.
 
-    The ``rs-server`` dialect sends only the product type with ``=`` and, unless ``any``,
-    ``t_intersects`` of ``[start_datetime, end_datetime]`` and the window (a superset of both
-    kinds); the platforms and the exact cover are then the caller's to decide.
+    The ``rs-server`` dialect sends only the product type with ``=`` (an EOPF type by its
+    station's legacy types, :func:`product_type_value`) and, unless ``any``, ``t_intersects`` of
+    ``[start_datetime, end_datetime]`` and the window (a superset of both kinds); the platforms
+    and the exact cover are then the caller's to decide.
     """
     if end < start:
         raise FilterError(f"window end {end.isoformat()} is before start {start.isoformat()}")
-    args: list[JsonDict] = [{"op": "=", "args": [{"property": "product:type"}, product_type]}]
+    sent = product_type_value([product_type], dialect)
+    args: list[JsonDict] = [{"op": "=", "args": [{"property": "product:type"}, sent]}]
     if dialect == "rs-server":
         if kind != "any":
             validity = {"interval": [{"property": "start_datetime"}, {"property": "end_datetime"}]}
@@ -113,11 +193,12 @@ def window_filter(
         return args[0] if len(args) == 1 else {"op": "and", "args": args}
     if platforms:
         args.append({"op": "in", "args": [{"property": "platform"}, list(platforms)]})
+    first = {"property": "datetime" if dialect == "rs-catalog" else "start_datetime"}
     if kind == "cover":
-        args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(start)]})
+        args.append({"op": "<=", "args": [first, timestamp(start)]})
         args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(end)]})
     elif kind == "intersect":
-        args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(end)]})
+        args.append({"op": "<=", "args": [first, timestamp(end)]})
         args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(start)]})
     return args[0] if len(args) == 1 else {"op": "and", "args": args}
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import pystac
 
+from aux_assets import tracing
 from aux_assets.documents import (
     ANY_UNIT,
     Candidate,
@@ -45,8 +46,10 @@ from aux_assets.selection import (
     Margins,
     Validity,
     generation_time,
+    item_unit,
     policy_window_kind,
     select,
+    served_units,
     validity,
 )
 from aux_assets.sources.base import SearchError, SearchRequest, Source
@@ -178,8 +181,19 @@ class _Searcher:
             filter=cql, collections=spec.source_collections, timeout_s=self.timeout_s
         )
         found = _Found(cql)
-        for item in source.search(request):
-            if spec.platforms and item.properties.get("platform") not in spec.platforms:
+        attributes: tracing.Attributes = {
+            "aux.source": spec.source,
+            "aux.product_type": spec.product_type,
+            "aux.collection": spec.collection,
+            "aux.source_collections": list(spec.source_collections or ()),
+            "aux.policy": spec.policy,
+            "aux.bounded": bounded,
+        }
+        with tracing.span("aux.search", attributes) as opened:
+            items = source.search(request)
+            tracing.annotate(opened, {"aux.items_found": len(items)})
+        for item in items:
+            if spec.platforms and not served_units(item, spec.platforms):
                 continue  # a dialect without 'in' cannot ask for the platforms
             try:
                 validity(item)
@@ -246,9 +260,15 @@ def select_covering(
 def _by_unit(
     spec: ProductSpec, items: Sequence[pystac.Item]
 ) -> dict[str | None, list[pystac.Item]]:
+    """The items of each unit: per listed platform (a file that names no unit is in each
+    listed unit of its mission), else per unit found (``None``: no unit)."""
     units: dict[str | None, list[pystac.Item]] = {platform: [] for platform in spec.platforms or ()}
     for item in items:
-        units.setdefault(item.properties.get("platform"), []).append(item)
+        if spec.platforms:
+            for unit in served_units(item, spec.platforms):
+                units[unit].append(item)
+        else:
+            units.setdefault(item_unit(item), []).append(item)
     return units
 
 
@@ -273,6 +293,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
     candidates = found.items
     units = _by_unit(spec, candidates) or {ANY_UNIT: []}
     selected: list[pystac.Item] = []
+    picked: set[tuple[str | None, str]] = set()
     used: dict[str, list[str]] = {}
     missing: dict[str, list[list[str]]] = {}
     for unit, group in units.items():
@@ -301,7 +322,8 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
                 if more and alt_type not in types:
                     types.append(alt_type)
             gaps = remaining
-        selected += chosen
+        selected += [i for i in chosen if (i.collection_id, i.id) not in picked]
+        picked.update((i.collection_id, i.id) for i in chosen)  # a file of several units
         used[str(unit)] = types
         if gaps:
             missing[str(unit)] = [[low.isoformat(), high.isoformat()] for low, high in gaps]
@@ -353,7 +375,7 @@ def plan_windows(
             raise SearchError(f"{spec.product_type}: {exc}") from None
 
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        per_spec = list(pool.map(run, specs))
+        per_spec = list(pool.map(tracing.in_current_context(run), specs))
     documents: dict[str, SearchDocument] = {}
     for i, window in enumerate(windows):
         products = [entries[i] for entries in per_spec]
@@ -389,7 +411,15 @@ def plan_raw(
         limit=limit,
         timeout_s=timeout_s,
     )
-    items = source.search(request)
+    attributes: tracing.Attributes = {
+        "aux.source": source_name,
+        "aux.product_type": "cql2",
+        "aux.collection": collection,
+        "aux.source_collections": list(search_collections or ()),
+    }
+    with tracing.span("aux.search", attributes) as opened:
+        items = source.search(request)
+        tracing.annotate(opened, {"aux.items_found": len(items)})
     entry: SearchProduct = {
         "product_type": "cql2",
         "source": source_name,

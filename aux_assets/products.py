@@ -15,6 +15,8 @@ from aux_assets.sources.profiles import UnknownSourceError, check_source
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
 DEMO_PRODUCTS_FILE = Path(__file__).with_name("demo_products.yaml")
+# the product types of a Reference System deployment (rs-server AUXIP and PRIP)
+RS_PRODUCTS_FILE = Path(__file__).with_name("rs_products.yaml")
 _PRODUCT_TYPE = re.compile(r"^[A-Za-z0-9_]{3,40}$")
 
 

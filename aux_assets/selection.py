@@ -97,6 +97,8 @@ from typing import Any, Final, Literal
 import pystac
 from pystac.utils import str_to_datetime
 
+from aux_assets.utils.names import platform_of_name
+
 Family = Literal["cover", "intersect", "closest", "latest"]
 # every policy (names as ESA writes them, in the order messages list them) and its family
 _FAMILIES: dict[str, Family] = {
@@ -301,6 +303,32 @@ def validity(item: pystac.Item) -> Validity:
     """The validity [vs, ve] of ``item`` (see the module docstring for missing dates)."""
     vs, ve, _ = _record(item)
     return Validity(vs, ve)
+
+
+def item_unit(item: pystac.Item) -> str | None:
+    """The unit (platform) of ``item``: its ``platform``, else the unit its id names
+    (``S1A_...``: ``sentinel-1a``; rs-server leaves ``platform`` null when the station's
+    attributes do not give it), else ``None`` (``S2__...``: no unit)."""
+    platform = item.properties.get("platform")
+    if platform:
+        return str(platform)
+    named = platform_of_name(item.id)
+    return named[1] if named else None
+
+
+def served_units(item: pystac.Item, platforms: Sequence[str]) -> list[str]:
+    """The listed ``platforms`` (units) ``item`` serves: its unit (:func:`item_unit`) when it
+    has one; when it names none, every listed unit of its mission (``S2__...`` serves
+    sentinel-2a and sentinel-2b: the file is the whole constellation's), and none when its id
+    names no mission either (nothing says it is for a listed unit)."""
+    unit = item_unit(item)
+    if unit is not None:
+        return [unit] if unit in platforms else []
+    named = platform_of_name(item.id)
+    if named is None:
+        return []
+    mission = named[0]
+    return [p for p in platforms if p.startswith(mission) and len(p) == len(mission) + 1]
 
 
 def generation_time(item: pystac.Item) -> datetime:

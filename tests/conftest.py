@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures.seaweedfs",
     "tests.fixtures.oauth",
     "tests.fixtures.rs_server",
+    "tests.fixtures.rs_catalog",
 ]
 
 

@@ -148,6 +148,19 @@ def test_affected_days_latest_bounded_by_the_lookback_and_open_start():
     )
 
 
+def test_new_items_of_an_eopf_type_are_asked_from_rs_server_by_the_legacy_type():
+    raw = _spec(product_type="S01SIWRAW", source="prip", alternatives=["S01SIWANC"])
+    since = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    request = new_items_request([raw], since, 50, "rs-server")
+    assert request.filter == {
+        "op": "=",
+        "args": [{"property": "product:type"}, "IW_RAW__0A,IW_RAW__0N"],
+    }
+    # what rs-server answers carries the EOPF type, which the entry names: it counts
+    item = make_item("S1A_IW_RAW__0NDV_X.SAFE", "S01SIWRAW", "2026-11-02T01:00:00Z")
+    assert affected_days(item, [raw], date(2026, 11, 1), date(2026, 11, 9)) == _days("2026-11-02")
+
+
 def test_affected_days_alternatives_platforms_collections():
     item = make_item("X", "AUX_RESORB", "2026-03-05T01:00:00Z", "2026-03-05T04:00:00Z")
     first, last = date(2026, 3, 1), date(2026, 3, 9)

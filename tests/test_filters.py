@@ -1,14 +1,17 @@
+import json
 from datetime import UTC, datetime
 
 import cql2
 import pytest
 
 from aux_assets.filters import (
+    RS_LEGACY_TYPES,
     FilterError,
     create_valcover_filter,
     ids_filter,
     operators,
     parse_filter,
+    product_type_value,
     strftime_millis,
     window_filter,
 )
@@ -75,6 +78,25 @@ def test_window_filter_is_inclusive_on_edges(start, end, cover, intersect):
     item = _item(start, end)
     assert cql2.Expr(window_filter("AUX_POEORB", W0, W1, "cover")).matches(item) is cover
     assert cql2.Expr(window_filter("AUX_POEORB", W0, W1, "intersect")).matches(item) is intersect
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "cover", "intersect"),
+    [
+        ("2026-01-05T00:00:00Z", "2026-01-06T00:00:00Z", True, True),
+        ("2026-01-05T00:00:01Z", "2026-01-07T00:00:00Z", False, True),
+        ("2026-01-06T00:00:01Z", "2026-01-07T00:00:00Z", False, False),
+    ],
+)
+def test_the_rs_catalog_dialect_asks_the_start_as_datetime(start, end, cover, intersect):
+    """rs-server-catalog answers 500 to start_datetime: the start goes as `datetime`, which is
+    the start of an rs-server item's validity; otherwise the same inclusive windows."""
+    item = _item(start, end)
+    item["properties"]["datetime"] = start
+    for kind, expected in (("cover", cover), ("intersect", intersect)):
+        cql = window_filter("AUX_POEORB", W0, W1, kind, ["sentinel-1a"], "rs-catalog")
+        assert "start_datetime" not in json.dumps(cql)
+        assert cql2.Expr(cql).matches(item) is expected
 
 
 def test_seed_t_contains_is_strict_where_ours_is_not():
@@ -163,3 +185,20 @@ def test_the_rs_server_dialect_sends_only_equality_and_t_intersects(kind):
     with pytest.raises(FilterError, match="naive"):
         naive = start.replace(tzinfo=None), end.replace(tzinfo=None)
         window_filter("AUX_POEORB", *naive, kind, None, "rs-server")
+
+
+def test_rs_server_asks_an_eopf_type_by_the_legacy_types_its_station_knows():
+    """rs-server PRIP returns S01SIWRAW for the station's IW_RAW__0N but forwards a filter on
+    S01SIWRAW as it is (tests/test_rs_prip.py): the dialect sends the legacy type."""
+    start, end = datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC)
+    cql = window_filter("S01SIWRAW", start, end, "intersect", None, "rs-server")
+    assert cql["args"][0] == {"op": "=", "args": [{"property": "product:type"}, "IW_RAW__0N"]}
+    # the generic dialect and the types rs-server does not rename go as they are
+    assert window_filter("S01SIWRAW", start, end, "any")["args"][1] == "S01SIWRAW"
+    assert product_type_value(["AUX_POEORB"], "rs-server") == "AUX_POEORB"
+    assert product_type_value(["AUX_POEORB", "AUX_RESORB"], "stac") == ["AUX_POEORB", "AUX_RESORB"]
+    # several types, and a type of several legacy ones: one comma-separated text, no repeats
+    sent = product_type_value(["S01SIWRAW", "OPER_MSI", "IW_RAW__0N"], "rs-server")
+    assert sent == "IW_RAW__0N,OPER_MSI,OPER_MSI_L0,OPER_MSI_L2A"
+    grd = RS_LEGACY_TYPES["S01SSMGRD"]  # rs-server's pattern S[1-6]_GRD[FHM]_1[AS], spelled out
+    assert len(grd) == 36 and {"S1_GRDH_1S", "S6_GRDM_1A"} <= set(grd)

@@ -150,6 +150,47 @@ def test_missing_unit_is_reported_with_its_gap():
     assert product["gaps"]["sentinel-1c"] == [[D.isoformat(), (D + timedelta(days=1)).isoformat()]]
 
 
+class RsServerLikeSource(CountingSource):
+    """Answers as rs-server does: the product type (and nothing else here) decides; platforms
+    are the client's, and files that name no unit come with ``platform`` null."""
+
+    dialect = "rs-server"
+
+    def search(self, request):
+        self.requests.append(request)
+        (equal,) = [a for a in request.filter.get("args", [request.filter]) if a["op"] == "="]
+        wanted = set(equal["args"][1].split(","))
+        return [i for i in self.items if i.properties["product:type"] in wanted]
+
+
+def test_a_file_that_names_no_unit_serves_every_listed_unit_of_its_mission():
+    noon = D + timedelta(hours=12)
+    ecmwfd = [
+        _item("S2__OPER_AUX_ECMWFD_PDMC_A", D, noon),
+        _item("S2__OPER_AUX_ECMWFD_PDMC_B", noon, D + timedelta(days=1)),
+    ]
+    # rs-server's platform is null here too: the unit comes from the name (S2A_)
+    orbit = _item(
+        "S2A_OPER_MPL_ORBPRE_X", D - timedelta(days=1), D + timedelta(days=2), "MPL_ORBPRE"
+    )
+    source = RsServerLikeSource([*ecmwfd, orbit])
+    units = ("sentinel-2a", "sentinel-2b")
+    specs = [
+        _spec(product_type="AUX_ECMWFD", collection="s2-aux", platforms=units),
+        _spec(product_type="MPL_ORBPRE", collection="s2-aux", platforms=units),
+    ]
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    (doc,) = plan_windows(specs, [window], {"auxip": source}).values()
+    meteo, orbits = doc["products"]
+    assert meteo["used_types"] == {unit: ["AUX_ECMWFD"] for unit in units}
+    assert meteo["missing_units"] == []
+    # each file once, though both units selected it
+    assert [f["id"] for f in meteo["selected"]["features"]] == [i.id for i in ecmwfd]
+    assert orbits["used_types"] == {"sentinel-2a": ["MPL_ORBPRE"], "sentinel-2b": []}
+    assert orbits["missing_units"] == ["sentinel-2b"]
+    assert [f["id"] for f in orbits["selected"]["features"]] == [orbit.id]
+
+
 def test_a_range_is_searched_once_per_type_and_selected_per_day():
     poes = [
         _item(

@@ -2,7 +2,13 @@ from pathlib import Path
 
 import pytest
 
-from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFileError, load_products
+from aux_assets.filters import RS_LEGACY_TYPES
+from aux_assets.products import (
+    DEMO_PRODUCTS_FILE,
+    RS_PRODUCTS_FILE,
+    ProductsFileError,
+    load_products,
+)
 from aux_assets.selection import POLICIES
 
 
@@ -23,6 +29,23 @@ def test_demo_file_is_valid_and_covers_s1_s2_s3():
     assert poe.platforms == ("sentinel-1a", "sentinel-1c")
     fro = next(p for p in products if p.product_type == "AX___FRO_AX")
     assert (fro.margin_before_s, fro.margin_after_s) == (7000, 7000)
+
+
+def test_rs_file_is_valid_and_names_rs_collections_and_eopf_types():
+    assert RS_PRODUCTS_FILE.parent == DEMO_PRODUCTS_FILE.parent  # shipped in the package
+    products = load_products(RS_PRODUCTS_FILE).products
+    assert {p.source for p in products} == {"auxip", "prip"}
+    assert all(p.source_collections for p in products)  # never every station by default
+    auxip = [p for p in products if p.source == "auxip"]
+    assert {c for p in auxip for c in p.source_collections or ()} == {"adgs"}
+    prip = [p for p in products if p.source == "prip"]
+    assert all(p.product_type in RS_LEGACY_TYPES for p in prip)  # the types PRIP returns
+    assert all(p.platforms and len(p.platforms) == 1 for p in prip)  # one station, one unit
+    raw = next(p for p in prip if p.product_type == "S01SIWRAW")
+    assert raw.source_collections == ("S1A_L0_IW_RAW",) and raw.platforms == ("sentinel-1a",)
+    # the same EOPF type from three collections: kept apart by collection
+    msi = [p for p in prip if p.product_type == "OPER_MSI"]
+    assert len({p.collection for p in msi}) == len(msi) == 3
 
 
 def test_defaults_and_alternative_inherits_settings(tmp_path):

@@ -77,6 +77,26 @@ def test_files_of_no_unit_have_no_platform(rs_auxip: RsAuxip) -> None:
     assert [i.properties.get("platform") for i in items] == [None, None, None]
 
 
+def test_files_of_no_unit_serve_every_listed_unit_of_their_mission(rs_auxip: RsAuxip) -> None:
+    """rs-server's ``platform`` is null for S2__ files: with units listed, each unit gets them."""
+    units = ("sentinel-2a", "sentinel-2b")
+    spec = ProductSpec(
+        product_type="AUX_ECMWFD",
+        collection="s2-aux",
+        source_collections=("adgs",),
+        policy="ValIntersect",
+        platforms=units,
+    )
+    (doc,) = plan_windows([spec], [Window("2026-01-05", *DAY)], {"auxip": _rs(rs_auxip)}).values()
+    (meteo,) = doc["products"]
+    assert meteo["used_types"] == {unit: ["AUX_ECMWFD"] for unit in units}
+    assert meteo["missing_units"] == []
+    assert [f["id"][-32:] for f in meteo["selected"]["features"]] == [  # each file once
+        "V20260105T000000_20260105T120000",
+        "V20260105T120000_20260106T000000",
+    ]
+
+
 def test_a_refused_filter_names_its_operators_and_the_fix(rs_auxip: RsAuxip) -> None:
     cql = window_filter("AUX_POEORB", *DAY, "cover", ["sentinel-1a"])  # the generic dialect
     source = StacApiSource("auxip", rs_auxip.url)

@@ -20,12 +20,15 @@ from aux_assets.selection import (
     Validity,
     check_policy,
     generation_time,
+    item_unit,
     policy_family,
     policy_window_kind,
     processing_window,
     select,
+    served_units,
     validity,
 )
+from aux_assets.utils.names import platform_of_name
 
 OPEN_END = "9999-12-31T23:59:59Z"
 
@@ -901,3 +904,79 @@ def test_processing_window_refuses_naive_datetimes(naive: str) -> None:
     bounds[naive] = bounds[naive].replace(tzinfo=None)
     with pytest.raises(ValueError, match=f"{naive} .* is a naive datetime"):
         processing_window(bounds["start"], bounds["end"], 60, 60)
+
+
+# --------------------------------------------------------------------------- units
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "S1A_OPER_AUX_POEORB_OPOD_20260126T070842_V20260105T225942_20260107T005942",
+            ("sentinel-1", "sentinel-1a"),
+        ),
+        (
+            "S1A_IW_RAW__0NDV_20260105T173951_20260105T174016_062342_07A1B2_1F3E.SAFE",
+            ("sentinel-1", "sentinel-1a"),
+        ),
+        (
+            "S2B_OPER_GIP_PROBAS_MPC__20260101T000000_V20260101T000000_21000101T000000_B00",
+            ("sentinel-2", "sentinel-2b"),
+        ),
+        (
+            "S2__OPER_AUX_ECMWFD_PDMC_20260104T180000_V20260105T000000_20260105T120000",
+            ("sentinel-2", None),
+        ),
+        (
+            "S3__AX___MA1_AX_20260105T000000_20260106T000000_20260104T120000___________________ECW_O_SN_001",
+            ("sentinel-3", None),
+        ),
+        (
+            "S3B_SR___POEPAX_20260105T000000_20260106T000000_20260106T000000___________________CNE_O_NT_001",
+            ("sentinel-3", "sentinel-3b"),
+        ),
+        ("AUX_FOO_20260105", None),
+        ("S1AOPER", None),
+    ],
+)
+def test_platform_of_name(name: str, expected: tuple[str, str | None] | None) -> None:
+    assert platform_of_name(name) == expected
+
+
+def _unit_item(item_id: str, platform: str | None = None) -> pystac.Item:
+    extra = {"platform": platform} if platform else {}
+    return make_item(item_id, t("2026-01-05T00:00:00"), t("2026-01-05T12:00:00"), **extra)
+
+
+S2_UNITS = ("sentinel-2a", "sentinel-2b")
+
+
+@pytest.mark.parametrize(
+    ("item_id", "platform", "unit", "served"),
+    [
+        # the platform, when the source gives one, decides
+        ("S2A_OPER_AUX_X", "sentinel-2b", "sentinel-2b", ["sentinel-2b"]),
+        ("S2A_OPER_AUX_X", "sentinel-2c", "sentinel-2c", []),
+        # rs-server gave none: the unit the name names
+        ("S2A_OPER_AUX_X", None, "sentinel-2a", ["sentinel-2a"]),
+        ("S2C_OPER_AUX_X", None, "sentinel-2c", []),
+        # a file of the whole constellation serves every listed unit of its mission, only
+        ("S2__OPER_AUX_ECMWFD", None, None, list(S2_UNITS)),
+        ("S1__OPER_AUX_SCS", None, None, []),
+        # no platform and no mission in the name: nothing says it serves a listed unit
+        ("AUX_FOO", None, None, []),
+    ],
+)
+def test_units_of_an_item(
+    item_id: str, platform: str | None, unit: str | None, served: list[str]
+) -> None:
+    item = _unit_item(item_id, platform)
+    assert item_unit(item) == unit
+    assert served_units(item, S2_UNITS) == served
+
+
+def test_a_file_of_a_constellation_serves_only_its_missions_units() -> None:
+    mixed = ("sentinel-1a", "sentinel-2b", "sentinel-3a", "sentinel-2a")
+    assert served_units(_unit_item("S2__OPER_AUX_ECMWFD"), mixed) == ["sentinel-2b", "sentinel-2a"]
+    assert served_units(_unit_item("S3__AX___MA1_AX"), mixed) == ["sentinel-3a"]

@@ -9,6 +9,7 @@ import pystac
 import pytest
 
 from aux_assets.catalog.static import LocalCatalog
+from aux_assets.staging.items import asset_filename
 from aux_assets.staging.stager import Stager, StageTask
 from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.checksums import Checksum
@@ -388,3 +389,17 @@ def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world
     again = _stager(world)
     again.stage(tasks)
     assert again.swept == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "href", "name"),
+    [
+        ("AUX_POEORB.EOF", "https://h/Products(1)/$value", "AUX_POEORB.EOF"),
+        ("product", "https://h/x/S1A_AUX_CAL.SAFE.zip", "S1A_AUX_CAL.SAFE.zip"),
+        ("product", "https://h/Products(1)/$value", "product"),
+        # rs-server PRIP drops '.zip' from the key of a zipped SAFE product
+        ("S1A_IW_RAW__0NDV_X.SAFE", "https://h/Products(1)/$value", "S1A_IW_RAW__0NDV_X.SAFE.zip"),
+    ],
+)
+def test_an_asset_is_stored_under_a_file_name(key: str, href: str, name: str) -> None:
+    assert asset_filename(key, pystac.Asset(href)) == name

@@ -1,6 +1,7 @@
-"""Where staged items are registered: a static catalog on disk or a STAC API with the
-Transactions extension, behind one interface (:mod:`~aux_assets.catalog.base`);
-:func:`open_catalog` picks the kind from ``AUX_CATALOG_URL`` (and imports only that kind)."""
+"""Where staged items are registered: a static catalog on disk, a STAC API with the
+Transactions extension, or the Reference System's rs-server-catalog, behind one interface
+(:mod:`~aux_assets.catalog.base`); :func:`open_catalog` picks the kind from ``AUX_CATALOG_URL``
+and ``AUX_CATALOG_DIALECT`` (and imports only that kind)."""
 
 from __future__ import annotations
 
@@ -16,15 +17,25 @@ if TYPE_CHECKING:
 
 
 def open_catalog(
-    url: str | None, default_root: Path, auth: Auth | None = None, timeout_s: float = 30.0
+    url: str | None,
+    default_root: Path,
+    auth: Auth | None = None,
+    timeout_s: float = 30.0,
+    dialect: str = "stac",
+    owner: str | None = None,
 ) -> Catalog:
-    """A STAC API with Transactions for ``http(s)://``; a static catalog for a path,
+    """A STAC API with Transactions for ``http(s)://`` (an rs-server-catalog, in the
+    collections of ``owner``, when ``dialect`` is ``rs-catalog``); a static catalog for a path,
     ``file://`` or nothing (``default_root``)."""
     from aux_assets.catalog.static import LocalCatalog
 
     if not url:
         return LocalCatalog(default_root)
     if urlparse(url).scheme in {"http", "https"}:
+        if dialect == "rs-catalog":
+            from aux_assets.catalog.rs_server import RsServerCatalog
+
+            return RsServerCatalog(url, owner or "", auth=auth, timeout_s=timeout_s)
         from aux_assets.catalog.stac_api import StacApiCatalog
 
         return StacApiCatalog(url, auth=auth, timeout_s=timeout_s)

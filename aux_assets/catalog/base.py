@@ -3,7 +3,7 @@ collection we create for staged items."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import pystac
@@ -14,12 +14,19 @@ STAC_VERSION = "1.1.0"
 class CatalogError(RuntimeError):
     """A catalog operation that failed; the message names the catalog and the reason.
 
-    ``failed_ids``, when known, are the items of a write that were not stored (the others were).
+    ``failed_ids``, when known, are the items of a write that were not stored (the others were);
+    ``reasons`` what the catalog said about each item it refused, where it said.
     """
 
-    def __init__(self, message: str, failed_ids: frozenset[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        failed_ids: frozenset[str] | None = None,
+        reasons: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.failed_ids = failed_ids
+        self.reasons = dict(reasons or {})
 
 
 def new_collection(collection_id: str) -> dict[str, Any]:
@@ -39,7 +46,13 @@ def new_collection(collection_id: str) -> dict[str, Any]:
 
 
 class Catalog(Protocol):
-    """A STAC catalog we register staged items in."""
+    """A STAC catalog we register staged items in.
+
+    ``relocates``: the catalog moves registered files into storage of its own
+    (rs-server-catalog), so their hrefs are read back after registration.
+    """
+
+    relocates: bool
 
     @property
     def lookups(self) -> int:

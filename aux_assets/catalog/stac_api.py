@@ -39,6 +39,7 @@ from urllib.parse import quote, urljoin
 import httpx
 import pystac
 
+from aux_assets import tracing
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing_blocking
 from aux_assets.catalog.base import CatalogError, new_collection
 from aux_assets.filters import ids_filter
@@ -68,6 +69,8 @@ class _NoBulkEndpoint(Exception):
 
 class StacApiCatalog:
     """Items registered in a STAC API (``POST /search`` lookups, Transactions to write)."""
+
+    relocates = False
 
     def __init__(
         self,
@@ -111,10 +114,23 @@ class StacApiCatalog:
         self._client.close()
 
     def item_url(self, collection_id: str, item_id: str) -> str:
-        return (
-            f"{redact_url(self.url)}/collections/{quote(collection_id, safe='')}"
-            f"/items/{quote(item_id, safe='')}"
-        )
+        return redact_url(f"{self._collection_url(collection_id)}/items/{quote(item_id, safe='')}")
+
+    def _collection_url(self, collection_id: str) -> str:
+        """Where the collection is addressed."""
+        return f"{self.url}/collections/{quote(collection_id, safe='')}"
+
+    def _new_collection(self, collection_id: str) -> JsonDict:
+        """The collection we create when it is missing."""
+        return new_collection(collection_id)
+
+    def _search_collection(self, collection_id: str) -> str:
+        """The collection's name in ``POST /search``."""
+        return collection_id
+
+    def _document(self, item: pystac.Item, collection_id: str) -> JsonDict:
+        """The JSON we send for ``item`` (:func:`item_document`)."""
+        return item_document(item, collection_id)
 
     def __enter__(self) -> StacApiCatalog:
         return self
@@ -131,10 +147,10 @@ class StacApiCatalog:
         """Create the collection unless the server already has it (409 counts as there)."""
         check_collection_id(collection_id)
         op = f"ensure collection {collection_id!r}"
-        response = self._send("GET", f"{self.url}/collections/{collection_id}", op)
+        response = self._send("GET", self._collection_url(collection_id), op)
         if response.status_code == 404:
             response = self._send(
-                "POST", f"{self.url}/collections", op, new_collection(collection_id)
+                "POST", f"{self.url}/collections", op, self._new_collection(collection_id)
             )
             if response.status_code not in (200, 201, 409):
                 raise self._error(op, response)
@@ -167,7 +183,7 @@ class StacApiCatalog:
         failure, :attr:`CatalogError.failed_ids` are the items not stored.
         """
         check_collection_id(collection_id)
-        docs = {check_item_id(item.id): _item_doc(item, collection_id) for item in items}
+        docs = {check_item_id(item.id): self._document(item, collection_id) for item in items}
         if not docs:
             return
         if collection_id not in self._ensured:
@@ -178,12 +194,7 @@ class StacApiCatalog:
             pending = list(docs.values())
             if self._bulk is not False:
                 pending = self._bulk_upserts(collection_id, pending, stored, refused)
-            for doc in pending:
-                try:
-                    self._upsert_one(collection_id, doc)
-                    stored.add(doc["id"])
-                except CatalogError as exc:
-                    refused[doc["id"]] = str(exc)
+            self._upsert_each(collection_id, pending, stored, refused)
         except CatalogError as exc:
             raise CatalogError(str(exc), frozenset(docs) - stored) from None
         if refused:
@@ -192,12 +203,13 @@ class StacApiCatalog:
                 f"{self.describe()}: the server refused {len(refused)} item(s) of collection "
                 f"{collection_id!r}, the others are stored: {shorten(details)}",
                 frozenset(refused),
+                refused,
             )
 
     def _lookup(self, collection_id: str, chunk: list[str], found: dict[str, pystac.Item]) -> None:
         op = f"lookup of {len(chunk)} ids in collection {collection_id!r}"
         body: JsonDict = {
-            "collections": [collection_id],
+            "collections": [self._search_collection(collection_id)],
             "filter": ids_filter(chunk),
             "filter-lang": "cql2-json",
             "limit": len(chunk),
@@ -252,6 +264,7 @@ class StacApiCatalog:
             for start in range(0, len(part), self.batch_size)
         ]
 
+        @tracing.in_current_context  # the worker threads send in the caller's span
         def send(index: int) -> dict[str, str]:
             batch = f" (batch {index + 1} of {len(chunks)})" if len(chunks) > 1 else ""
             op = (
@@ -293,7 +306,7 @@ class StacApiCatalog:
         Sent as an insert first, and as an upsert only when that is a conflict (some items are
         there already): pgstac's upsert joins the batch with every item of every collection.
         """
-        url = f"{self.url}/collections/{collection_id}/bulk_items"
+        url = f"{self._collection_url(collection_id)}/bulk_items"
         items = {doc["id"]: doc for doc in chunk}
         response = self._send("POST", url, op, {"items": items, "method": "insert"})
         if self._bulk is None and response.status_code in _NO_ROUTE:
@@ -313,12 +326,42 @@ class StacApiCatalog:
             refused[str(item_id)] = reason
         return refused
 
+    def _upsert_each(
+        self,
+        collection_id: str,
+        docs: list[JsonDict],
+        stored: set[str],
+        refused: dict[str, str],
+    ) -> None:
+        """Send ``docs`` one request each, adding to ``stored`` and ``refused``: those with the
+        extreme datetimes one after the other (they set pgstac's partition constraints, which
+        concurrent first inserts race on with a 500), then the others ``max_in_flight`` at
+        once."""
+
+        @tracing.in_current_context
+        def send(doc: JsonDict) -> str | None:
+            try:
+                self._upsert_one(collection_id, doc)
+            except CatalogError as exc:
+                return str(exc)
+            return None
+
+        bounds, others = _split_bounds(docs)
+        with ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="stac-item") as pool:
+            errors = [send(doc) for doc in bounds] + list(pool.map(send, others))
+        for doc, error in zip(bounds + others, errors, strict=True):
+            if error is None:
+                stored.add(doc["id"])
+            else:
+                refused[doc["id"]] = error
+
     def _upsert_one(self, collection_id: str, doc: JsonDict) -> None:
         op = f"insert of item {doc['id']!r} into collection {collection_id!r}"
-        response = self._send("POST", f"{self.url}/collections/{collection_id}/items", op, doc)
+        items_url = f"{self._collection_url(collection_id)}/items"
+        response = self._send("POST", items_url, op, doc)
         if response.status_code == 409:
             op = f"replace of item {doc['id']!r} in collection {collection_id!r}"
-            url = f"{self.url}/collections/{collection_id}/items/{doc['id']}"
+            url = f"{items_url}/{quote(doc['id'], safe='')}"
             response = self._send("PUT", url, op, doc)
         if response.status_code not in (200, 201, 204):
             raise self._error(op, response)
@@ -373,7 +416,8 @@ class StacApiCatalog:
         return response
 
     def _request(self, method: str, url: str, body: JsonDict | None) -> httpx.Response:
-        headers = self._auth.headers_for(url) if self._auth is not None else {}
+        headers = {**self._auth.headers_for(url)} if self._auth is not None else {}
+        tracing.inject(headers)
         return self._client.request(method, url, json=body, headers=headers)
 
     def _transport_error(self, op: str, exc: httpx.HTTPError, attempts: int) -> CatalogError:
@@ -423,7 +467,7 @@ class StacApiCatalog:
         return text
 
 
-def _item_doc(item: pystac.Item, collection_id: str) -> JsonDict:
+def item_document(item: pystac.Item, collection_id: str) -> JsonDict:
     """The JSON we send for ``item``: no links, our collection, a global geometry if none."""
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
     doc["collection"] = collection_id

@@ -32,6 +32,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 class LocalCatalog:
     """The static STAC catalog on disk that is the embedded default."""
 
+    relocates = False
+
     def __init__(self, root: Path, title: str = "aux_assets catalog") -> None:
         self.root = root.resolve()
         self.title = title

@@ -5,6 +5,7 @@ Each asset reads its resources and config, calls the core (:mod:`aux_assets.plan
 metadata.
 """
 
+import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from aux_assets import documents as docs
+from aux_assets import tracing
 from aux_assets.auth import Auth
 from aux_assets.defs import checks
 from aux_assets.defs.partitions import daily_partitions
@@ -23,7 +25,7 @@ from aux_assets.products import ProductsFileError
 from aux_assets.report import summary_table
 from aux_assets.sources.base import SearchError, Source, UnconfiguredSource
 from aux_assets.sources.profiles import SOURCES, UnknownSourceError, check_source
-from aux_assets.staging.stager import ItemOutcome, Stager, stage_tasks
+from aux_assets.staging.stager import ItemOutcome, Stager, lookup_items, stage_tasks
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
 IO_MANAGER = "aux_json_io"
@@ -36,7 +38,7 @@ def aux_asset(
     automation: dg.AutomationCondition[Any] | None = None,
 ) -> Callable[[AssetFn], dg.AssetsDefinition]:
     """``dg.asset`` with what the three aux assets share: daily partitions, range backfills,
-    group, JSON IO manager, one inline check."""
+    group, JSON IO manager, one inline check, a span per step (:func:`traced`)."""
     decorator: Callable[[AssetFn], dg.AssetsDefinition] = dg.asset(
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=10),
@@ -49,7 +51,31 @@ def aux_asset(
         check_specs=[check],
         automation_condition=automation,
     )
-    return decorator
+    return lambda fn: decorator(traced(fn))
+
+
+def traced(fn: AssetFn) -> AssetFn:
+    """``fn`` in a span named after it, whose parent is the run's (:func:`tracing.run_context`:
+    every step of a run joins one trace); the spans are flushed when the step ends."""
+
+    @functools.wraps(fn)
+    def step(
+        context: dg.AssetExecutionContext, *args: Any, **kwargs: Any
+    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+        run_id = context.run.run_id
+        attributes: tracing.Attributes = {
+            "dagster.run_id": run_id,
+            "dagster.asset_key": context.asset_key.to_user_string(),
+            "dagster.partition_keys": list(context.partition_keys),
+        }
+        try:
+            with tracing.span(fn.__name__, attributes, parent=tracing.run_context(run_id)):
+                events = list(fn(context, *args, **kwargs))
+        finally:
+            tracing.flush()
+        yield from events
+
+    return step
 
 
 class SearchConfig(dg.Config):
@@ -250,7 +276,7 @@ def aux_catalog_items(
     catalog = context.resources.catalog.open()
     try:
         held = {
-            collection: catalog.get_items(collection, ids)
+            collection: lookup_items(catalog, collection, ids)
             for collection, ids in docs.wanted_items(aux_staged_items.values()).items()
         }
     finally:

@@ -17,7 +17,7 @@ from pydantic import PrivateAttr
 from aux_assets.auth import AnyOfAuth, Auth, auth_from_env
 from aux_assets.catalog import open_catalog
 from aux_assets.catalog.base import Catalog
-from aux_assets.filters import DIALECTS, Dialect
+from aux_assets.filters import CATALOG_DIALECTS, SOURCE_DIALECTS, Dialect
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
 from aux_assets.settings import aux_home, choice_env, positive_int_env
@@ -91,6 +91,7 @@ class SourceResource(_Credentials):
     name: str
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     dialect: str = "stac"
+    owner: str | None = None
     _source: Source | None = PrivateAttr(default=None)
 
     def _auth_origins(self) -> tuple[str, ...]:
@@ -105,7 +106,7 @@ class SourceResource(_Credentials):
             else:
                 dialect = cast(Dialect, self.dialect)  # checked by build_resources
                 self._source = open_source(
-                    self.name, self.url, self.auth(), self.timeout_s, dialect
+                    self.name, self.url, self.auth(), self.timeout_s, dialect, self.owner
                 )
         return self._source
 
@@ -122,10 +123,15 @@ def source_resource(
 
 
 class CatalogResource(_Credentials):
-    """The catalog staged items are registered in (``AUX_CATALOG_URL``, default: local)."""
+    """The catalog staged items are registered in (``AUX_CATALOG_URL``, default: local;
+    ``AUX_CATALOG_DIALECT=rs-catalog`` and ``AUX_CATALOG_OWNER`` for an rs-server-catalog)."""
+
+    dialect: str = "stac"
+    owner: str | None = None
 
     def open(self) -> Catalog:
-        return open_catalog(self.url, Path(self.home) / "catalog", self.auth(), self.timeout_s)
+        home = Path(self.home) / "catalog"
+        return open_catalog(self.url, home, self.auth(), self.timeout_s, self.dialect, self.owner)
 
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -204,10 +210,14 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     catalog_url = env.get("AUX_CATALOG_URL")
     storage_url = env.get("AUX_STORAGE_URL")
     open_storage(storage_url, Path(home) / "storage", {}, Path(home) / "spool")  # URL checked
+    catalog_dialect = choice_env(env, "AUX_CATALOG_DIALECT", "stac", CATALOG_DIALECTS)
+    owner = _catalog_owner(env, catalog_dialect, storage_url)
     resources: dict[str, Any] = {
         "catalog": CatalogResource(
             prefix="AUX_CATALOG",
             url=catalog_url,
+            dialect=catalog_dialect,
+            owner=owner,
             home=home,
             **_credential_fields(env, "AUX_CATALOG", catalog_url),
         ),
@@ -226,8 +236,10 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         url: str | None
         if source.ours:
             url = catalog_url or str(Path(home) / "catalog" / "catalog.json")
+            dialect = catalog_dialect
         else:
             url = env.get(f"{prefix}_URL") or source.public_root
+            dialect = choice_env(env, f"{prefix}_DIALECT", source.dialect, SOURCE_DIALECTS)
         resources[source.resource_key] = SourceResource(
             name=source.name,
             prefix=prefix,
@@ -235,11 +247,37 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             max_connections=positive_int_env(
                 env, f"{prefix}_MAX_CONNECTIONS", source.max_connections, "connections"
             ),
-            dialect=choice_env(env, f"{prefix}_DIALECT", source.dialect, DIALECTS),
+            dialect=dialect,
+            owner=owner if source.ours else None,
             home=home,
             **_credential_fields(env, prefix, url, source.auth_origins),
         )
     return resources
+
+
+def _catalog_owner(env: Mapping[str, str], dialect: str, storage_url: str | None) -> str | None:
+    """``AUX_CATALOG_OWNER`` for an rs-server-catalog, which also needs S3 staging; errors
+    name the variable to set."""
+    if dialect != "rs-catalog":
+        return None
+    from aux_assets.catalog.rs_server import OWNER_RULE
+
+    owner = env.get("AUX_CATALOG_OWNER", "")
+    if not owner.isascii() or not owner.isalnum():
+        raise ValueError(
+            f"AUX_CATALOG_OWNER={owner!r}: AUX_CATALOG_DIALECT=rs-catalog needs it: {OWNER_RULE}"
+        )
+    if not env.get("AUX_CATALOG_URL"):
+        raise ValueError(
+            "AUX_CATALOG_DIALECT=rs-catalog needs AUX_CATALOG_URL, the catalog's root "
+            "(e.g. https://rs-server.example/catalog)"
+        )
+    if not (storage_url or "").startswith("s3://"):
+        raise ValueError(
+            f"AUX_STORAGE_URL={storage_url!r}: rs-server-catalog takes only s3:// assets; set "
+            "AUX_STORAGE_URL=s3://bucket/prefix (and the AWS_* variables)"
+        )
+    return owner
 
 
 def _optional_env(env: Mapping[str, str], name: str) -> dg.EnvVar | None:

@@ -25,9 +25,11 @@ def open_source(
     auth: Auth | None = None,
     timeout_s: float = 30.0,
     dialect: Dialect = "stac",
+    owner: str | None = None,
 ) -> Source:
-    """The source for ``url``: ``http(s)://`` STAC API (taking filters in ``dialect``),
-    ``file://`` or a path on disk, or none."""
+    """The source for ``url``: ``http(s)://`` STAC API (taking filters in ``dialect``; its
+    collections those of ``owner`` on an rs-server-catalog), ``file://`` or a path on disk, or
+    none."""
     from aux_assets.sources.base import SearchError, UnconfiguredSource
 
     if not url:
@@ -35,7 +37,9 @@ def open_source(
     if urlparse(url).scheme in {"http", "https"}:
         from aux_assets.sources.stac_api import StacApiSource
 
-        return StacApiSource(name, url, auth=auth, timeout_s=timeout_s, dialect=dialect)
+        return StacApiSource(
+            name, url, auth=auth, timeout_s=timeout_s, dialect=dialect, owner=owner
+        )
     path = local_path(url)
     if path is None:
         raise SearchError(

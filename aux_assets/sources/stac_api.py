@@ -15,6 +15,7 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from pystac_client.warnings import DoesNotConformTo
 
+from aux_assets import tracing
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing_blocking
 from aux_assets.filters import Dialect, operators
 from aux_assets.sources.base import SearchError, SearchRequest
@@ -65,10 +66,14 @@ class StacApiSource:
         auth: Auth | None = None,
         timeout_s: float = 30.0,
         dialect: Dialect = "stac",
+        owner: str | None = None,
     ) -> None:
+        """``owner``: on an rs-server-catalog, whose collections to search (asked as
+        ``owner_collection``)."""
         self.name = name
         self.url = url
         self.dialect = dialect
+        self.owner = owner
         self._auth = auth
         self._timeout_s = timeout_s
         self._client: Client | None = None
@@ -78,8 +83,13 @@ class StacApiSource:
         return f"{self.name} at {redact_url(self.url)}"
 
     def _add_auth(self, request: requests.Request) -> requests.Request:
+        """The credentials for the request's origin, and the current span's ``traceparent``."""
         if self._auth is not None:
             request.headers = {**request.headers, **self._auth.headers_for(str(request.url))}
+        if tracing.tracer() is not None:
+            traced: dict[str, str] = {}
+            tracing.inject(traced)
+            request.headers = {**request.headers, **traced}
         return request
 
     def _open(self) -> Client:
@@ -121,6 +131,10 @@ class StacApiSource:
             f"{detail}); its operators: {used}{hint}"
         )
 
+    def _collection(self, name: str) -> str:
+        """A collection as the server names it in a search."""
+        return f"{self.owner}_{name}" if self.owner else name
+
     def _search(self, request: SearchRequest) -> list[pystac.Item]:
         deadline = None if request.timeout_s is None else time.monotonic() + request.timeout_s
         try:
@@ -129,7 +143,9 @@ class StacApiSource:
                 filter=request.filter,
                 max_items=request.limit,
                 limit=min(request.limit or PAGE_SIZE, PAGE_SIZE),
-                collections=list(request.collections) if request.collections else None,
+                collections=[self._collection(c) for c in request.collections]
+                if request.collections
+                else None,
                 sortby=list(request.sortby) if request.sortby else None,
                 datetime=request.datetime,
             )

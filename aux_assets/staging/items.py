@@ -29,8 +29,11 @@ FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
 
 def asset_filename(key: str, asset: pystac.Asset) -> str:
     """The file name of an asset in storage: its key when it looks like a file name, else the
-    last segment of its href when that does, else the key."""
+    last segment of its href when that does, else the key. A key naming a ``.SAFE`` product
+    (a folder) is the zip it is delivered as: rs-server PRIP keys ``X.SAFE.zip`` as ``X.SAFE``."""
     if "." in key.strip("."):
+        if key.upper().endswith(".SAFE"):
+            key = f"{key}.zip"
         return check_safe_name(key, "asset key")
     tail = PurePosixPath(unquote(urlparse(asset.href).path)).name
     with contextlib.suppress(UnsafeNameError):

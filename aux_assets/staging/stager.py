@@ -26,11 +26,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlparse
 
 import pystac
 
+from aux_assets import tracing
 from aux_assets.auth import Auth
 from aux_assets.catalog.base import Catalog
 from aux_assets.documents import SearchDocument, StagedItem, Status
@@ -70,6 +71,9 @@ from aux_assets.utils.names import (
 )
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import strip_userinfo
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 _log = logging.getLogger(__name__)
 
@@ -311,7 +315,7 @@ class Stager:
         for collection, batch in _grouped(accepted, "collection").items():
             try:
                 self.catalog.ensure_collection(collection)
-                existing = self.catalog.get_items(collection, [p.task.item.id for p in batch])
+                existing = lookup_items(self.catalog, collection, [p.task.item.id for p in batch])
             except Exception as exc:  # the catalog is down or refuses: every item says why
                 for work in batch:
                     outcomes[(collection, work.task.item.id)] = self._fail(
@@ -371,7 +375,8 @@ class Stager:
         for collection, group in _grouped(batch, "collection").items():
             try:
                 with self._catalog_lock:
-                    existing = self.catalog.get_items(collection, [p.task.item.id for p in group])
+                    ids = [p.task.item.id for p in group]
+                    existing = lookup_items(self.catalog, collection, ids)
                 found = [(work, self._present(work, existing)) for work in group]
             except Exception as exc:  # the type only: a message may quote a URL or a reply
                 _log.warning(
@@ -393,15 +398,23 @@ class Stager:
         return todo, present
 
     def _same(self, work: _Accepted, present: pystac.Item) -> bool:
+        """Whether ``present`` has every file and the checksums the source announces now.
+
+        A registered asset is matched to its source asset by ``alternate.source``, else (a
+        catalog that rewrites ``alternate``, such as rs-server-catalog) by its key.
+        """
         registered = list(present.assets.values())
         if not registered or not all(self.storage.exists(a.href) for a in registered):
             return False
         ours = {str(alternate_source(a).get("href")): a for a in registered}
-        for asset in work.assets.values():
+        for key, asset in work.assets.items():
             theirs = source_checksum(asset)
             href = strip_userinfo(asset.href)
-            mine = registered_checksum(ours[href]) if href in ours else None
-            if theirs is not None and mine is not None and theirs != mine:
+            match = ours.get(href) or present.assets.get(key)
+            mine = registered_checksum(match) if match is not None else None
+            if theirs is None or mine is None or theirs.algorithm != mine.algorithm:
+                continue
+            if theirs != mine:
                 return False
         return True
 
@@ -413,6 +426,14 @@ class Stager:
         return [outcome for task in tasks for outcome in task.result()]
 
     async def _stage_source(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
+        """:meth:`_stage_admitted` in a span ``aux.stage`` (source, items, outcomes, bytes)."""
+        with tracing.span("aux.stage", {"aux.source": source, "aux.items": len(batch)}) as opened:
+            outcomes = await self._stage_admitted(source, batch)
+            if opened is not None:
+                _annotate_staging(opened, outcomes)
+        return outcomes
+
+    async def _stage_admitted(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
         """Once the gate admits this run to ``source``: if it had to wait, drop the items another
         run registered meanwhile; transfer, commit and register the rest, then release the
         source, so that a run waiting for it finds them registered."""
@@ -464,15 +485,51 @@ class Stager:
             if item is not None:
                 registered.setdefault(work.task.collection, []).append((item, outcome))
         for collection, entries in registered.items():
-            try:
-                with self._catalog_lock:
-                    self.catalog.upsert(collection, [item for item, _ in entries])
-            except Exception as exc:  # only the items the catalog did not store have failed
-                failed = getattr(exc, "failed_ids", None)
-                for item, outcome in entries:
-                    if failed is None or item.id in failed:
-                        outcome.status, outcome.reason = "failed", f"catalog registration: {exc}"
+            attributes: tracing.Attributes = {
+                "aux.catalog": tracing.safe_text(self.catalog.describe()),
+                "aux.collection": collection,
+                "aux.items": len(entries),
+            }
+            with tracing.span("aux.catalog.register", attributes) as opened:
+                try:
+                    with self._catalog_lock:
+                        self.catalog.upsert(collection, [item for item, _ in entries])
+                except Exception as exc:  # only the items the catalog did not store have failed
+                    tracing.fail(opened, exc)
+                    failed = getattr(exc, "failed_ids", None)
+                    reasons: dict[str, str] = getattr(exc, "reasons", {})
+                    for item, outcome in entries:
+                        if failed is None or item.id in failed:
+                            outcome.status = "failed"
+                            reason = reasons.get(item.id) or str(exc)
+                            outcome.reason = f"catalog registration: {reason}"
+            if self.catalog.relocates:
+                self._read_back(collection, [o for _, o in entries if o.status == "staged"])
         return outcomes
+
+    def _read_back(self, collection: str, outcomes: list[ItemOutcome]) -> None:
+        """Where a catalog that moves files into storage of its own put them: each staged
+        asset's href, matched by file name, with one lookup (an error is logged: the files are
+        registered, only the report keeps our hrefs)."""
+        if not outcomes:
+            return
+        try:
+            with self._catalog_lock:
+                stored = self.catalog.get_items(collection, [o.item_id for o in outcomes])
+        except Exception as exc:  # the type only: a message may quote a URL or a reply
+            _log.warning(
+                "reading back %d registered item(s) of %s failed (%s): the report shows the "
+                "hrefs we staged them at",
+                len(outcomes),
+                collection,
+                type(exc).__name__,
+            )
+            return
+        for outcome in outcomes:
+            item = stored.get(outcome.item_id)
+            hrefs = {_file_name(a.href): a.href for a in item.assets.values()} if item else {}
+            for asset in outcome.assets:
+                asset.href = hrefs.get(_file_name(asset.href), asset.href)
 
     def _finish(
         self, work: _Accepted, transfers: dict[str, TransferResult | TransferError]
@@ -550,6 +607,10 @@ class Stager:
         return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
 
 
+def _file_name(href: str) -> str:
+    return href.rstrip("/").rsplit("/", 1)[-1]
+
+
 def _grouped(
     batch: Iterable[_Accepted], field: Literal["collection", "source"]
 ) -> dict[str, list[_Accepted]]:
@@ -572,3 +633,31 @@ def _check_collisions(ready: Sequence[_Ready]) -> None:
                     f"assets {owners[path]!r} and {entry.source_key!r} would both write {path!r}"
                 )
             owners[path] = entry.source_key
+
+
+def lookup_items(catalog: Catalog, collection: str, ids: Sequence[str]) -> dict[str, pystac.Item]:
+    """``catalog.get_items`` in a span ``aux.catalog.lookup`` (collection, ids asked, found)."""
+    attributes: tracing.Attributes = {
+        "aux.catalog": tracing.safe_text(catalog.describe()),
+        "aux.collection": collection,
+        "aux.items": len(ids),
+    }
+    with tracing.span("aux.catalog.lookup", attributes) as opened:
+        found = catalog.get_items(collection, ids)
+        tracing.annotate(opened, {"aux.items_found": len(found)})
+    return found
+
+
+def _annotate_staging(opened: Span, outcomes: Sequence[ItemOutcome]) -> None:
+    """The outcomes of a source's staging on its span; ERROR when an item failed."""
+    counts = {status: 0 for status in ("staged", "present", "failed")}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    opened.set_attributes(
+        {
+            **{f"aux.items.{status}": n for status, n in counts.items()},
+            "aux.bytes": sum(o.bytes_transferred for o in outcomes),
+        }
+    )
+    if counts["failed"]:
+        tracing.fail(opened, f"{counts['failed']} of {len(outcomes)} item(s) failed")

@@ -26,6 +26,7 @@ import certifi
 from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
+from aux_assets import tracing
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing
 from aux_assets.utils.checksums import Checksum, Hasher, new_hasher
 from aux_assets.utils.retry import RetryPolicy, retry_after
@@ -213,6 +214,7 @@ class TransferEngine:
         )
         self._session: aiohttp.ClientSession | None = None  # made in the event loop, on first use
         self._proxies: dict[str, tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+        self._tracer = tracing.tracer()  # None when tracing is off: no span, no header
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -250,7 +252,28 @@ class TransferEngine:
             return error
 
     async def fetch(self, request: TransferRequest) -> TransferResult:
-        """Fetch and verify ``request`` into its ``.part`` file; raises :class:`TransferError`."""
+        """Fetch and verify ``request`` into its ``.part`` file; raises :class:`TransferError`.
+        With tracing on, in a span ``aux.transfer`` (redacted URL, pool, bytes, status)."""
+        if self._tracer is None:
+            return await self._fetch_admitted(request)
+        attributes = {"url.full": redact_url(request.url), "aux.pool": request.pool}
+        with tracing.span("aux.transfer", attributes) as opened:
+            try:
+                result = await self._fetch_admitted(request)
+            except TransferError:
+                tracing.annotate(opened, {"aux.status": "failed"})
+                raise
+            done: tracing.Attributes = {
+                "aux.status": "transferred",
+                "aux.bytes": result.bytes_received,
+            }
+            if result.attempts > 1 or result.resumed:  # the usual case costs two attributes less
+                done = {**done, "aux.attempts": result.attempts, "aux.resumed": result.resumed}
+            tracing.annotate(opened, done)
+            return result
+
+    async def _fetch_admitted(self, request: TransferRequest) -> TransferResult:
+        """:meth:`fetch` without its span: check the URL, wait for a slot of the pool, fetch."""
         scheme = _check_url(request, request.url)
         async with self._pool(request.pool):
             started = time.monotonic()
@@ -441,9 +464,12 @@ class TransferEngine:
         # them into a Basic header for whatever host the href names.
         wire = _wire_url(strip_userinfo(url))
         proxy, proxy_auth = self._proxy(wire)
+        sent = {**headers, **auth_headers}
+        if self._tracer is not None:
+            tracing.inject(sent)
         return await self._client().get(
             wire,
-            headers={**headers, **auth_headers},
+            headers=sent,
             allow_redirects=False,
             proxy=proxy,
             proxy_auth=proxy_auth,

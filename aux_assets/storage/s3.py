@@ -96,11 +96,13 @@ class S3Storage:
         if access_key_id is not None and secret_access_key is not None:
             config["access_key_id"] = access_key_id
             config["secret_access_key"] = secret_access_key
-        self._store = S3Store(
-            bucket,
-            config=config,
-            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://"))},
-        )
+        self._config = config
+        self._store = self._open(bucket)
+        self._others: dict[str, S3Store] = {}  # other buckets, only ever HEAD-ed
+
+    def _open(self, bucket: str) -> S3Store:
+        allow_http = bool(self.endpoint and self.endpoint.startswith("http://"))
+        return S3Store(bucket, config=self._config, client_options={"allow_http": allow_http})
 
     def __repr__(self) -> str:
         return (
@@ -185,17 +187,36 @@ class S3Storage:
         return f"s3://{self.bucket}/{self._object_key(key)}"
 
     def exists(self, href: str) -> bool:
-        """HEAD the object of an ``s3://`` href in this bucket; ``False`` for any other href."""
+        """HEAD the object of an ``s3://`` href on this endpoint; ``False`` for any other href.
+
+        The href may be in another bucket: a catalog that moves objects into its own bucket
+        (rs-server-catalog) registers them there. That bucket must then be readable with our
+        credentials, else the error says so.
+        """
         parsed = urlparse(href)
         object_key = parsed.path.lstrip("/")
-        if parsed.scheme != "s3" or parsed.netloc != self.bucket or not object_key:
+        if parsed.scheme != "s3" or not parsed.netloc or not object_key:
             return False
+        if parsed.netloc == self.bucket:
+            store = self._store
+        else:
+            try:
+                check_bucket(parsed.netloc)
+            except ValueError:
+                return False
+            store = self._others.get(parsed.netloc) or self._open(parsed.netloc)
+            self._others[parsed.netloc] = store
         try:
-            obstore.head(self._store, object_key)
+            obstore.head(store, object_key)
         except FileNotFoundError:
             return False
         except Exception as exc:
-            raise StorageError(f"cannot check {href}: {self._describe(exc)}") from exc
+            hint = (
+                ""
+                if store is self._store
+                else f" (give our S3 credentials read access to bucket {parsed.netloc!r})"
+            )
+            raise StorageError(f"cannot check {href}: {self._describe(exc)}{hint}") from exc
         return True
 
 

@@ -61,3 +61,21 @@ def check_collection_id(collection_id: object) -> str:
             "digits, '.', '-' and '_'"
         )
     return name
+
+
+_MISSION_UNIT_RE = re.compile(r"^S(\d)([A-Z_])_")
+
+
+def platform_of_name(name: str) -> tuple[str, str | None] | None:
+    """The mission and the unit a Sentinel file name starts with, as STAC names them.
+
+    ``S1A_OPER_AUX_POEORB_...`` -> ``("sentinel-1", "sentinel-1a")``; a file of the whole
+    constellation, ``S2__OPER_AUX_ECMWFD_...`` or ``S3__AX___MA1_AX_...``, ->
+    ``("sentinel-2", None)``; ``None`` when the name starts with no mission.
+    """
+    match = _MISSION_UNIT_RE.match(name)
+    if match is None:
+        return None
+    mission = f"sentinel-{match[1]}"
+    unit = match[2]
+    return mission, None if unit == "_" else f"{mission}{unit.lower()}"

@@ -1,6 +1,7 @@
 """A day through Dagster against the real rs-server AUXIP: searched in its dialect, downloaded
 from its station with the station's own token, stored and catalogued locally; an evicted file
-fails alone; a re-run moves nothing."""
+fails alone; a re-run moves nothing. And a day of S1A level-0 files from the real rs-server
+PRIP, asked by their EOPF type (S01SIWRAW)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from aux_assets.defs.assets import (
 from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.resources import build_resources
 from aux_assets.utils.urls import file_path
-from tests.fixtures.rs_server import RsAuxip
+from tests.fixtures.rs_server import RsAuxip, RsPrip, RsServer
 from tests.helpers.station import (
     BASIC,
     CLIENT_ID,
@@ -49,6 +50,20 @@ PRODUCTS = """products:
 """
 
 
+def _station_env(prefix: str, rs: RsServer) -> dict[str, str]:
+    station = rs.station.url
+    return {
+        f"{prefix}_URL": rs.url,
+        f"{prefix}_ASSET_URL": station,
+        f"{prefix}_ASSET_TOKEN_URL": f"{station}/oauth2/token",
+        f"{prefix}_ASSET_CLIENT_ID": CLIENT_ID,
+        f"{prefix}_ASSET_CLIENT_SECRET": CLIENT_SECRET,
+        f"{prefix}_ASSET_USERNAME": USERNAME,
+        f"{prefix}_ASSET_PASSWORD": PASSWORD,
+        f"{prefix}_ASSET_TOKEN_AUTHORIZATION": BASIC,
+    }
+
+
 @pytest.fixture
 def day(rs_auxip: RsAuxip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     start = datetime(2026, 1, 5, 3, tzinfo=UTC)
@@ -65,18 +80,10 @@ def day(rs_auxip: RsAuxip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
     rs_auxip.station.add(evicted)
     products = tmp_path / "products.yaml"
     products.write_text(PRODUCTS)
-    station = rs_auxip.station.url
     env = {
         "AUX_ASSETS_HOME": str(tmp_path / "home"),
         "AUX_PRODUCTS_FILE": str(products),
-        "AUX_AUXIP_URL": rs_auxip.url,
-        "AUX_AUXIP_ASSET_URL": station,
-        "AUX_AUXIP_ASSET_TOKEN_URL": f"{station}/oauth2/token",
-        "AUX_AUXIP_ASSET_CLIENT_ID": CLIENT_ID,
-        "AUX_AUXIP_ASSET_CLIENT_SECRET": CLIENT_SECRET,
-        "AUX_AUXIP_ASSET_USERNAME": USERNAME,
-        "AUX_AUXIP_ASSET_PASSWORD": PASSWORD,
-        "AUX_AUXIP_ASSET_TOKEN_AUTHORIZATION": BASIC,
+        **_station_env("AUX_AUXIP", rs_auxip),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -91,15 +98,16 @@ def _run(home: Path) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any
     return result, {o["item_id"]: o for p in doc["products"] for o in p["items"]}
 
 
-def _ours(rs_auxip: RsAuxip) -> list[dict[str, str]]:
+def _ours(rs: RsServer) -> list[dict[str, str]]:
     """Our token requests to the station (rs-server's own carry eodag's ``auth_for_token``)."""
-    return [r for r in rs_auxip.station.token_requests if "auth_for_token" not in r]
+    return [r for r in rs.station.token_requests if "auth_for_token" not in r]
 
 
 def test_a_day_from_rs_server_is_staged_with_the_stations_token(
     rs_auxip: RsAuxip, day: dict[str, Any]
 ) -> None:
     downloads_before = len(rs_auxip.station.downloads)
+    tokens_before = len(_ours(rs_auxip))  # the session's station serves other tests too
     result, outcomes = _run(day["home"])
     assert not result.success  # the evicted file fails the blocking check, alone
     failed = {i: o for i, o in outcomes.items() if o["status"] == "failed"}
@@ -118,10 +126,55 @@ def test_a_day_from_rs_server_is_staged_with_the_stations_token(
         assert asset["source_href"].startswith(f"{rs_auxip.station.url}/Products(")
     downloads = rs_auxip.station.downloads[downloads_before:]
     assert len(downloads) == 6 and day["evicted"].id not in downloads
-    assert len(_ours(rs_auxip)) == 1  # one token for all the downloads
-    assert _ours(rs_auxip)[0]["grant_type"] == "password"
+    ours = _ours(rs_auxip)[tokens_before:]
+    assert len(ours) == 1 and ours[0]["grant_type"] == "password"  # one for all the downloads
 
     again, outcomes = _run(day["home"])
     assert len(rs_auxip.station.downloads) == downloads_before + 6  # nothing moved
     assert sorted(o["status"] for o in outcomes.values()) == ["failed"] + ["present"] * 6
     assert not again.success
+
+
+PRIP_PRODUCTS = """products:
+  - product_type: S01SIWRAW           # what PRIP calls the station's IW_RAW__0N
+    source: prip
+    collection: s1-l0
+    source_collections: [S1A_L0_IW_RAW]
+    policy: ValIntersect
+    platforms: [sentinel-1a]
+"""
+
+
+def test_a_day_from_rs_server_prip_is_staged_with_the_stations_token(
+    rs_prip: RsPrip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    products = tmp_path / "products.yaml"
+    products.write_text(PRIP_PRODUCTS)
+    env = {
+        "AUX_ASSETS_HOME": str(tmp_path / "home"),
+        "AUX_PRODUCTS_FILE": str(products),
+        **_station_env("AUX_PRIP", rs_prip),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    day = (datetime(2026, 1, 5, tzinfo=UTC), datetime(2026, 1, 6, tzinfo=UTC))
+    expected = {  # the S1A segments of the 5th (PRIP's item id: the name minus '.zip')
+        p.name.removesuffix(".zip"): p
+        for p in rs_prip.station.products.values()
+        if p.product_type == "IW_RAW__0N" and p.start <= day[1] and p.end >= day[0]
+    }
+    downloads_before, tokens_before = len(rs_prip.station.downloads), len(_ours(rs_prip))
+    result, outcomes = _run(tmp_path / "home")
+    assert result.success
+    assert sorted(outcomes) == sorted(expected) and len(expected) == 3
+    for item_id, outcome in outcomes.items():
+        assert outcome["status"] == "staged"
+        (asset,) = outcome["assets"]
+        path = file_path(asset["href"])
+        assert path is not None and path.read_bytes() == expected[item_id].data
+        assert path.name == expected[item_id].name  # the station's name, '.zip' restored
+        assert asset["source_href"] == (
+            f"{rs_prip.station.url}/Products({expected[item_id].id})/$value"
+        )
+    assert len(rs_prip.station.downloads) == downloads_before + 3
+    assert len(_ours(rs_prip)) == tokens_before + 1  # one station token for the three

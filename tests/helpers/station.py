@@ -1,6 +1,9 @@
-"""An ESA OData station (ADGS, the AUXIP upstream) on loopback, as rs-server asks it.
+"""An ESA OData station (ADGS, the AUXIP upstream, or a PRIP production station) on loopback,
+as rs-server asks it.
 
-No package provides one, so this follows the interface rs-server-adgs 1.0a4 uses:
+No package provides one, so this follows the interface rs-server-adgs and rs-server-prip 1.0a4
+use (a product may also carry what PRIP reads: ``GeoFootprint``, ``OriginDate`` and integer
+attributes such as ``orbitNumber``):
 
 - ``POST /oauth2/token``: password grant, form fields and an ``Authorization: Basic ...`` header
   (what ``rs-server.yaml`` configures); answers a bearer token;
@@ -78,20 +81,32 @@ class Product:
     evicted: datetime | None = None
     data: bytes = b""
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # what a PRIP station adds: the footprint (GeoJSON), the downlink time (OriginDate), and
+    # attributes such as orbitNumber (int: IntegerAttribute) or orbitDirection (str)
+    footprint: dict[str, Any] | None = None
+    origin: datetime | None = None
+    extra: dict[str, str | int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.data = self.data or f"{self.name}\n".encode() * 64
 
     def attributes(self) -> dict[str, str]:
+        """The string attributes, which filters can name."""
         values = {"productType": self.product_type}
         if self.platform is not None:
             values["platformShortName"], values["platformSerialIdentifier"] = self.platform
+        values |= {k: v for k, v in self.extra.items() if isinstance(v, str)}
         return values
 
     def odata(self) -> dict[str, Any]:
         typed = [
             {"@odata.type": "#OData.CSC.StringAttribute", "Name": k, "Value": v}
             for k, v in self.attributes().items()
+        ]
+        typed += [
+            {"@odata.type": "#OData.CSC.IntegerAttribute", "Name": k, "Value": v}
+            for k, v in self.extra.items()
+            if isinstance(v, int)
         ]
         typed.append(
             {
@@ -100,7 +115,7 @@ class Product:
                 "Value": _odata_time(self.generated),
             }
         )
-        return {
+        doc: dict[str, Any] = {
             "Id": self.id,
             "Name": self.name,
             "ContentType": "application/octet-stream",
@@ -111,6 +126,11 @@ class Product:
             "Checksum": [{"Algorithm": "MD5", "Value": hashlib.md5(self.data).hexdigest().upper()}],
             "Attributes": typed,
         }
+        if self.footprint is not None:
+            doc["GeoFootprint"] = self.footprint
+        if self.origin is not None:
+            doc["OriginDate"] = _odata_time(self.origin)
+        return doc
 
 
 def account(url: str, **changes: Any) -> OAuth2Settings:
@@ -170,7 +190,8 @@ class Station:
         self.tokens: set[str] = set()
         self.refresh_tokens: set[str] = set()
         self.token_requests: list[dict[str, str]] = []
-        self.searches: list[str] = []
+        self.searches: list[str] = []  # the $filter of each search
+        self.queries: list[dict[str, str]] = []  # each search's whole query ($orderby, $top...)
         self.downloads: list[str] = []
         self.refuse_downloads = False  # answer 401 to every download, fresh token or not
         self.url = ""
@@ -185,6 +206,7 @@ class Station:
     def search(self, query: dict[str, list[str]]) -> list[dict[str, Any]]:
         text = query.get("$filter", [""])[0]
         self.searches.append(text)
+        self.queries.append({k: v[0] for k, v in query.items()})
         match = matcher(text) if text else (lambda _: True)
         found = sorted(
             (p for p in self.products.values() if match(p)),
