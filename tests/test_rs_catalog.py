@@ -8,7 +8,6 @@ import uuid
 import obstore
 import pystac
 import pytest
-from obstore.store import S3Store
 
 from aux_assets.catalog.base import CatalogError
 from aux_assets.catalog.rs_server import RsServerCatalog
@@ -18,15 +17,7 @@ from tests.helpers.items import make_item
 
 def _staged(rs_catalog: RsCatalog, bucket: str, collection: str, n: int) -> list[pystac.Item]:
     """``n`` items whose one asset (key ``product``) is an object we put in ``bucket``."""
-    s3 = rs_catalog.s3
-    store = S3Store(
-        bucket,
-        endpoint=s3.endpoint,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        region=s3.region,
-        client_options={"allow_http": True},
-    )
+    store = rs_catalog.s3.store(bucket)
     items = []
     for i in range(n):
         item = make_item(f"S1A_OPER_AUX_POEORB_{i}", "AUX_POEORB", f"2026-01-0{i + 1}T00:00:00Z")

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import obstore
 import pytest
-from obstore.store import S3Store
 
 from aux_assets.storage.base import StorageError
 from aux_assets.storage.s3 import S3Storage, s3_storage_from_url
@@ -30,17 +29,6 @@ def _env(server: S3Server, **extra: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": server.secret_key,
         **extra,
     }
-
-
-def _reader(server: S3Server, bucket: str) -> S3Store:
-    return S3Store(
-        bucket,
-        endpoint=server.endpoint,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-        region=server.region,
-        client_options={"allow_http": True},
-    )
 
 
 def _write(path: Path, size: int) -> bytes:
@@ -75,7 +63,7 @@ def storage(s3_server: S3Server, bucket: str, spool: Path) -> S3Storage:
 def test_commit_small_and_multipart_files_read_back_identical(
     storage: S3Storage, s3_server: S3Server, bucket: str, spool: Path
 ) -> None:
-    reader = _reader(s3_server, bucket)
+    reader = s3_server.store(bucket)
     for name, size, etag_suffix in [("small.xml", 100, '"'), ("big.bin", 20 * MiB, '-3"')]:
         key = f"S2_AUX/ITEM_{name}/{name}"
         part = storage.part_path(key)
@@ -116,7 +104,7 @@ def test_commit_tree_uploads_every_file(
 
     base = f"s3://{bucket}/{PREFIX}/S3_AUX/ITEM_2/archive"
     assert hrefs == {"a.txt": f"{base}/a.txt", "sub/b.txt": f"{base}/sub/b.txt"}
-    reader = _reader(s3_server, bucket)
+    reader = s3_server.store(bucket)
     assert bytes(obstore.get(reader, f"{PREFIX}/S3_AUX/ITEM_2/archive/sub/b.txt").bytes()) == b"B"
     assert all(storage.exists(href) for href in hrefs.values())
     assert list(spool.iterdir()) == []
@@ -261,5 +249,5 @@ def test_committing_200_mib_keeps_memory_small(
         f"200 MiB commit: {seconds:.2f} s, {200 / seconds:.0f} MiB/s, peak RSS +{peak_mib:.0f} MiB"
     )
     assert peak_mib < 100
-    assert obstore.head(_reader(s3_server, bucket), f"{PREFIX}/BIG/ITEM/big.bin")["size"] == size
+    assert obstore.head(s3_server.store(bucket), f"{PREFIX}/BIG/ITEM/big.bin")["size"] == size
     assert not part.exists()

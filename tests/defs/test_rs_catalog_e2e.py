@@ -9,23 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 import obstore
 import pytest
-from obstore.store import S3Store
 
-from aux_assets.defs.assets import (
-    IO_MANAGER,
-    aux_catalog_items,
-    aux_search_results,
-    aux_staged_items,
-)
-from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.resources import build_resources
 from aux_assets.filters import window_filter
 from aux_assets.sources import open_source
@@ -33,30 +24,12 @@ from aux_assets.sources.base import SearchRequest
 from tests.fixtures.rs_catalog import CATALOG_BUCKET, HOST_USER, RsCatalog
 from tests.fixtures.rs_server import RsAuxip
 from tests.fixtures.servers_required import rs_venv
-from tests.helpers.station import (
-    BASIC,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    PASSWORD,
-    USERNAME,
-    Product,
-)
+from tests.helpers.runs import materialize_day
+from tests.helpers.station import Product, evicted_product, station_env
 
 DAY = "2026-01-06"
 OWNER = HOST_USER  # the seed's get_items(items_ids=...) finds only the server user's items
 STAGING_PREFIX = "staging"
-
-
-def _store(rs_catalog: RsCatalog, bucket: str) -> S3Store:
-    s3 = rs_catalog.s3
-    return S3Store(
-        bucket,
-        endpoint=s3.endpoint,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        region=s3.region,
-        client_options={"allow_http": True},
-    )
 
 
 @pytest.fixture
@@ -65,16 +38,10 @@ def day(
 ) -> dict[str, Any]:
     """The environment of an RS deployment: AUXIP with its station's credentials, staging into
     a fresh S3 bucket, the catalog in rs-catalog dialect; collections unique to this test."""
-    start = datetime(2026, 1, 6, 2, tzinfo=UTC)
-    evicted = Product(
+    evicted = evicted_product(
         "S1A_OPER_AUX_WND_OPOD_20260106T000000_V20260106T020000_20260106T050000",
         "AUX_WND",
-        start,
-        start + timedelta(hours=3),
-        start,
-        start,
-        ("SENTINEL-1", "A"),
-        evicted=datetime(2026, 2, 1, tzinfo=UTC),
+        datetime(2026, 1, 6, 2, tzinfo=UTC),
     )
     resorb = Product(  # a restituted orbit also covers the day: the precise one is preferred
         "S1A_OPER_AUX_RESORB_OPOD_20260106T010000_V20260105T230000_20260107T010000",
@@ -111,18 +78,10 @@ def day(
     )
     bucket = f"aux-staging-{suffix}"
     rs_catalog.s3.create_bucket(bucket)
-    station = rs_auxip.station.url
     env = {
         "AUX_ASSETS_HOME": str(tmp_path / "home"),
         "AUX_PRODUCTS_FILE": str(products),
-        "AUX_AUXIP_URL": rs_auxip.url,
-        "AUX_AUXIP_ASSET_URL": station,
-        "AUX_AUXIP_ASSET_TOKEN_URL": f"{station}/oauth2/token",
-        "AUX_AUXIP_ASSET_CLIENT_ID": CLIENT_ID,
-        "AUX_AUXIP_ASSET_CLIENT_SECRET": CLIENT_SECRET,
-        "AUX_AUXIP_ASSET_USERNAME": USERNAME,
-        "AUX_AUXIP_ASSET_PASSWORD": PASSWORD,
-        "AUX_AUXIP_ASSET_TOKEN_AUTHORIZATION": BASIC,
+        **station_env("AUX_AUXIP", rs_auxip.url, rs_auxip.station.url),
         "AUX_STORAGE_URL": f"s3://{bucket}/{STAGING_PREFIX}",
         "AWS_ENDPOINT_URL": rs_catalog.s3.endpoint,
         "AWS_ACCESS_KEY_ID": rs_catalog.s3.access_key,
@@ -141,14 +100,6 @@ def day(
         "bucket": bucket,
         "collections": (s1, s2),
     }
-
-
-def _run(home: Path) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
-    resources = {**build_resources(), IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io"))}
-    assets = [aux_search_results, aux_staged_items, aux_catalog_items]
-    result = dg.materialize(assets, partition_key=DAY, resources=resources, raise_on_error=False)
-    doc = json.loads((home / "io" / "aux_staged_items" / f"{DAY}.json").read_text())
-    return result, {o["item_id"]: o for p in doc["products"] for o in p["items"]}
 
 
 def _witness(rs_catalog: RsCatalog, collection: str, ids: list[str]) -> dict[str, Any]:
@@ -186,7 +137,7 @@ def test_a_day_is_registered_in_rs_server_catalog_and_found_by_the_seeds_client(
     rs_auxip: RsAuxip, rs_catalog: RsCatalog, day: dict[str, Any]
 ) -> None:
     downloads_before = len(rs_auxip.station.downloads)
-    result, outcomes = _run(day["home"])
+    result, outcomes = materialize_day(day["home"], DAY)
     assert result.success
     staged = {i: o for i, o in outcomes.items() if o["status"] == "staged"}
     assert len(staged) == len(outcomes)
@@ -199,8 +150,8 @@ def test_a_day_is_registered_in_rs_server_catalog_and_found_by_the_seeds_client(
     by_name = {p.name: p for p in rs_auxip.station.products.values()}
     s1, s2 = day["collections"]
     catalog_store, staging_store = (
-        _store(rs_catalog, CATALOG_BUCKET),
-        _store(rs_catalog, day["bucket"]),
+        rs_catalog.s3.store(CATALOG_BUCKET),
+        rs_catalog.s3.store(day["bucket"]),
     )
     with httpx.Client(timeout=30.0) as client:
         for item_id in staged:
@@ -248,7 +199,7 @@ def test_a_day_is_registered_in_rs_server_catalog_and_found_by_the_seeds_client(
 
     # a re-run moves nothing; a file published meanwhile but already evicted fails alone
     rs_auxip.station.add(day["evicted"])
-    again, outcomes = _run(day["home"])
+    again, outcomes = materialize_day(day["home"], DAY)
     assert len(rs_auxip.station.downloads) == downloads_before + len(staged)  # nothing moved
     failed = {i: o for i, o in outcomes.items() if o["status"] == "failed"}
     assert list(failed) == [day["evicted"].name]
@@ -291,7 +242,7 @@ def test_items_the_catalog_refuses_fail_alone_and_nothing_is_half_registered(
     original = rs_catalog.buckets.read_text()
     rs_catalog.buckets.write_text(f"{OWNER}, {s2}, *, 30, no-such-bucket\n{original}")
     try:
-        result, outcomes = _run(day["home"])
+        result, outcomes = materialize_day(day["home"], DAY)
     finally:
         rs_catalog.buckets.write_text(original)
     assert not result.success
@@ -306,7 +257,7 @@ def test_items_the_catalog_refuses_fail_alone_and_nothing_is_half_registered(
         assert "HTTP 400" in outcome["reason"] and "no-such-bucket" in outcome["reason"]
     staged = [i for i, o in outcomes.items() if o["status"] == "staged"]
     assert staged and all(i.startswith("S1") for i in staged)
-    staging = _store(rs_catalog, day["bucket"])
+    staging = rs_catalog.s3.store(day["bucket"])
     with httpx.Client(timeout=30.0) as client:
         for item_id in failed:
             url = f"{rs_catalog.url}/collections/{OWNER}:{s2}/items/{item_id}"

@@ -5,32 +5,16 @@ PRIP, asked by their EOPF type (S01SIWRAW)."""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import pytest
 
-from aux_assets.defs.assets import (
-    IO_MANAGER,
-    aux_catalog_items,
-    aux_search_results,
-    aux_staged_items,
-)
-from aux_assets.defs.io_managers import JsonPartitionIOManager
-from aux_assets.defs.resources import build_resources
 from aux_assets.utils.urls import file_path
 from tests.fixtures.rs_server import RsAuxip, RsPrip, RsServer
-from tests.helpers.station import (
-    BASIC,
-    CLIENT_ID,
-    CLIENT_SECRET,
-    PASSWORD,
-    USERNAME,
-    Product,
-)
+from tests.helpers.runs import materialize_day
+from tests.helpers.station import evicted_product, station_env
 
 DAY = "2026-01-05"
 PRODUCTS = """products:
@@ -50,32 +34,12 @@ PRODUCTS = """products:
 """
 
 
-def _station_env(prefix: str, rs: RsServer) -> dict[str, str]:
-    station = rs.station.url
-    return {
-        f"{prefix}_URL": rs.url,
-        f"{prefix}_ASSET_URL": station,
-        f"{prefix}_ASSET_TOKEN_URL": f"{station}/oauth2/token",
-        f"{prefix}_ASSET_CLIENT_ID": CLIENT_ID,
-        f"{prefix}_ASSET_CLIENT_SECRET": CLIENT_SECRET,
-        f"{prefix}_ASSET_USERNAME": USERNAME,
-        f"{prefix}_ASSET_PASSWORD": PASSWORD,
-        f"{prefix}_ASSET_TOKEN_AUTHORIZATION": BASIC,
-    }
-
-
 @pytest.fixture
 def day(rs_auxip: RsAuxip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    start = datetime(2026, 1, 5, 3, tzinfo=UTC)
-    evicted = Product(
+    evicted = evicted_product(
         "S1A_OPER_AUX_WAV_OPOD_20260105T000000_V20260105T030000_20260105T060000",
         "AUX_WAV",
-        start,
-        start + timedelta(hours=3),
-        start,
-        start,
-        ("SENTINEL-1", "A"),
-        evicted=datetime(2026, 2, 1, tzinfo=UTC),
+        datetime(2026, 1, 5, 3, tzinfo=UTC),
     )
     rs_auxip.station.add(evicted)
     products = tmp_path / "products.yaml"
@@ -83,19 +47,11 @@ def day(rs_auxip: RsAuxip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> d
     env = {
         "AUX_ASSETS_HOME": str(tmp_path / "home"),
         "AUX_PRODUCTS_FILE": str(products),
-        **_station_env("AUX_AUXIP", rs_auxip),
+        **station_env("AUX_AUXIP", rs_auxip.url, rs_auxip.station.url),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return {"home": tmp_path / "home", "evicted": evicted}
-
-
-def _run(home: Path) -> tuple[dg.ExecuteInProcessResult, dict[str, dict[str, Any]]]:
-    resources = {**build_resources(), IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io"))}
-    assets = [aux_search_results, aux_staged_items, aux_catalog_items]
-    result = dg.materialize(assets, partition_key=DAY, resources=resources, raise_on_error=False)
-    doc = json.loads((home / "io" / "aux_staged_items" / f"{DAY}.json").read_text())
-    return result, {o["item_id"]: o for p in doc["products"] for o in p["items"]}
 
 
 def _ours(rs: RsServer) -> list[dict[str, str]]:
@@ -108,7 +64,7 @@ def test_a_day_from_rs_server_is_staged_with_the_stations_token(
 ) -> None:
     downloads_before = len(rs_auxip.station.downloads)
     tokens_before = len(_ours(rs_auxip))  # the session's station serves other tests too
-    result, outcomes = _run(day["home"])
+    result, outcomes = materialize_day(day["home"], DAY)
     assert not result.success  # the evicted file fails the blocking check, alone
     failed = {i: o for i, o in outcomes.items() if o["status"] == "failed"}
     assert list(failed) == [day["evicted"].name]
@@ -129,7 +85,7 @@ def test_a_day_from_rs_server_is_staged_with_the_stations_token(
     ours = _ours(rs_auxip)[tokens_before:]
     assert len(ours) == 1 and ours[0]["grant_type"] == "password"  # one for all the downloads
 
-    again, outcomes = _run(day["home"])
+    again, outcomes = materialize_day(day["home"], DAY)
     assert len(rs_auxip.station.downloads) == downloads_before + 6  # nothing moved
     assert sorted(o["status"] for o in outcomes.values()) == ["failed"] + ["present"] * 6
     assert not again.success
@@ -153,7 +109,7 @@ def test_a_day_from_rs_server_prip_is_staged_with_the_stations_token(
     env = {
         "AUX_ASSETS_HOME": str(tmp_path / "home"),
         "AUX_PRODUCTS_FILE": str(products),
-        **_station_env("AUX_PRIP", rs_prip),
+        **station_env("AUX_PRIP", rs_prip.url, rs_prip.station.url),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -164,7 +120,7 @@ def test_a_day_from_rs_server_prip_is_staged_with_the_stations_token(
         if p.product_type == "IW_RAW__0N" and p.start <= day[1] and p.end >= day[0]
     }
     downloads_before, tokens_before = len(rs_prip.station.downloads), len(_ours(rs_prip))
-    result, outcomes = _run(tmp_path / "home")
+    result, outcomes = materialize_day(tmp_path / "home", DAY)
     assert result.success
     assert sorted(outcomes) == sorted(expected) and len(expected) == 3
     for item_id, outcome in outcomes.items():

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -309,3 +309,26 @@ def serve_station(products: list[Product]) -> Iterator[Station]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def station_env(prefix: str, api_url: str, station_url: str) -> dict[str, str]:
+    """The variables of a source ``prefix`` (``AUX_AUXIP``) whose STAC API is ``api_url`` and
+    whose assets a station at ``station_url`` serves with its own token."""
+    return {
+        f"{prefix}_URL": api_url,
+        f"{prefix}_ASSET_URL": station_url,
+        f"{prefix}_ASSET_TOKEN_URL": f"{station_url}/oauth2/token",
+        f"{prefix}_ASSET_CLIENT_ID": CLIENT_ID,
+        f"{prefix}_ASSET_CLIENT_SECRET": CLIENT_SECRET,
+        f"{prefix}_ASSET_USERNAME": USERNAME,
+        f"{prefix}_ASSET_PASSWORD": PASSWORD,
+        f"{prefix}_ASSET_TOKEN_AUTHORIZATION": BASIC,
+    }
+
+
+def evicted_product(name: str, product_type: str, start: datetime) -> Product:
+    """A Sentinel-1A file of three hours from ``start``, published then and already evicted
+    (on 2026-02-01)."""
+    end = start + timedelta(hours=3)
+    evicted = datetime(2026, 2, 1, tzinfo=UTC)
+    return Product(name, product_type, start, end, start, start, ("SENTINEL-1", "A"), evicted)
