@@ -196,7 +196,7 @@ class _Searcher:
             if spec.platforms and not served_units(item, spec.platforms):
                 continue  # a dialect without 'in' cannot ask for the platforms
             try:
-                validity(item)
+                found.validity[id(item)] = validity(item)
             except ValueError as exc:  # one broken record must not hide the others
                 found.invalid.append({"id": item.id, "reason": str(exc)})
                 continue
@@ -211,6 +211,17 @@ class _Found:
     filter: JsonDict
     items: list[pystac.Item] = field(default_factory=list)
     invalid: list[JsonDict] = field(default_factory=list)
+    validity: dict[int, Validity] = field(default_factory=dict)  # by id() of each item
+
+    def touching(self, spec: ProductSpec, window: Window) -> list[pystac.Item]:
+        """The items whose validity meets ``window`` widened by the margins (all of them for
+        a policy that takes any validity)."""
+        if policy_window_kind(spec.policy) == "any":
+            return list(self.items)
+        w = window.widened(spec.margins)
+        return [
+            i for i in self.items if (v := self.validity[id(i)]).start <= w.end and v.end >= w.start
+        ]
 
 
 Gap = tuple[datetime, datetime]
@@ -339,18 +350,13 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
         "unpack": spec.unpack,
         "filter": found.filter,
         "n_candidates": len(candidates),
-        "candidates": [_summary(i) for i in candidates if _touches(i, spec, window)],
+        "candidates": [_summary(i) for i in found.touching(spec, window)],
         "invalid_candidates": found.invalid,
         "used_types": used,
         "missing_units": sorted(missing),
         "gaps": missing,
         "selected": feature_collection(selected),
     }
-
-
-def _touches(item: pystac.Item, spec: ProductSpec, window: Window) -> bool:
-    v, w = validity(item), window.widened(spec.margins)
-    return policy_window_kind(spec.policy) == "any" or (v.start <= w.end and v.end >= w.start)
 
 
 def plan_windows(

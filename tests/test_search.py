@@ -274,3 +274,52 @@ def test_credentials_never_follow_a_redirect_to_another_origin():
         for request in searched:
             names = {k.lower() for k in request["headers"]}
             assert not names & {"x-api-key", "authorization", "cookie"}
+
+
+@pytest.mark.parametrize(
+    ("cql", "ids"),
+    [
+        # the product type at the top: only that type's items are looked at
+        ({"op": "=", "args": [{"property": "product:type"}, "AUX_WND"]}, ["ITEM_5"]),
+        (
+            {"op": "in", "args": [{"property": "product:type"}, ["AUX_WND", "AUX_RESORB"]]},
+            ["ITEM_3", "ITEM_5"],
+        ),
+        # not at the top (an 'or', a 'not'): every item is looked at, the filter decides
+        (
+            {
+                "op": "or",
+                "args": [
+                    {"op": "=", "args": [{"property": "product:type"}, "AUX_WND"]},
+                    {"op": "=", "args": [{"property": "id"}, "ITEM_3"]},
+                ],
+            },
+            ["ITEM_3", "ITEM_5"],
+        ),
+        (
+            {
+                "op": "not",
+                "args": [{"op": "=", "args": [{"property": "product:type"}, "AUX_POEORB"]}],
+            },
+            ["ITEM_3", "ITEM_5"],
+        ),
+    ],
+)
+def test_the_static_index_by_product_type_keeps_cql2_semantics(static_collection, cql, ids):
+    source = open_source("auxip", static_collection.as_uri())
+    assert sorted(i.id for i in source.search(SearchRequest(filter=cql))) == ids
+
+
+def test_an_item_added_to_a_static_catalog_is_seen_by_the_next_search(static_collection):
+    source = open_source("auxip", static_collection.as_uri())
+    wnd = {"op": "=", "args": [{"property": "product:type"}, "AUX_WND"]}
+    assert [i.id for i in source.search(SearchRequest(filter=wnd))] == ["ITEM_5"]
+    coll = pystac.Collection.from_file(str(static_collection))
+    coll.add_item(
+        pystac.Item.from_dict(
+            _feature(6, "2026-01-05T00:00:00Z", "2026-01-05T01:00:00Z", "AUX_WND")
+        )
+    )
+    coll.normalize_hrefs(str(static_collection.parent))
+    coll.save(pystac.CatalogType.SELF_CONTAINED)
+    assert sorted(i.id for i in source.search(SearchRequest(filter=wnd))) == ["ITEM_5", "ITEM_6"]

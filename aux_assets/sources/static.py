@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -40,9 +42,10 @@ def _matchable(item: JsonDict) -> JsonDict:
     return {**item, "properties": props}
 
 
-def _matches(expr: cql2.Expr, item: JsonDict) -> bool:
+def _matches(expr: cql2.Expr, matchable: JsonDict) -> bool:
+    """Whether the item (as :func:`_matchable` made it) matches."""
     try:
-        return bool(expr.matches(_matchable(item)))
+        return bool(expr.matches(matchable))
     except Exception:  # cql2 raises when a property the result depends on is missing
         return False
 
@@ -83,6 +86,60 @@ def _versions(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
     return versions
 
 
+def _wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
+    """The product types a filter can match, when it says so at its top (``product:type`` with
+    ``=`` or ``in``, alone or in an ``and``); ``None`` when it does not (any type may match).
+    Used to look only at those types' items: the filter still decides."""
+    if not cql:
+        return None
+    op, args = cql.get("op"), cql.get("args") or []
+    if op == "and":
+        for arg in args:
+            found = _wanted_types(arg) if isinstance(arg, dict) else None
+            if found is not None:
+                return found
+        return None
+    if op in ("=", "in") and len(args) == 2 and args[0] == {"property": "product:type"}:
+        value = args[1]
+        if op == "=" and isinstance(value, str):
+            return frozenset({value})
+        if op == "in" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return frozenset(value)
+    return None
+
+
+class _Index:
+    """The items of a static catalog as read, as cql2 sees them, and by product type."""
+
+    def __init__(self, items: list[JsonDict]) -> None:
+        self.items = items
+        self.matchable = [_matchable(item) for item in items]
+        self.by_type: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            kind = (item.get("properties") or {}).get("product:type")
+            self.by_type.setdefault(str(kind), []).append(i)
+
+    def candidates(self, cql: JsonDict | None) -> Iterable[int]:
+        """The positions of the items ``cql`` may match, in catalog order."""
+        types = _wanted_types(cql)
+        if types is None:
+            return range(len(self.items))
+        return sorted(i for kind in types for i in self.by_type.get(kind, ()))
+
+
+ITEM_RECHECK_S = 1.0
+
+
+@dataclass
+class _Cache:
+    """What was read, and the versions of the documents it came from."""
+
+    links: dict[Path, tuple[int, int]]  # catalogs, collections, item collections
+    items: dict[Path, tuple[int, int]]  # one document per item
+    index: _Index
+    checked: float  # when the item documents were last checked (monotonic)
+
+
 def _sort_key(field: str, item: JsonDict) -> str:
     return str(item.get(field) or item.get("properties", {}).get(field) or "")
 
@@ -100,7 +157,7 @@ class LocalStacSource:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
-        self._cache: tuple[dict[Path, tuple[int, int]], list[JsonDict]] | None = None
+        self._cache: _Cache | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -116,7 +173,7 @@ class LocalStacSource:
             raise SearchError(f"{self.describe()}: file not found")
         return self.path
 
-    def _walk(self, path: Path, seen: set[Path]) -> Iterator[JsonDict]:
+    def _walk(self, path: Path, seen: set[Path], item_docs: set[Path]) -> Iterator[JsonDict]:
         if path in seen:
             return
         seen.add(path)
@@ -130,11 +187,13 @@ class LocalStacSource:
                 yield self._absolute(feature, path.parent)
             return
         if kind == "Feature":
+            item_docs.add(path)
             yield self._absolute(doc, path.parent)
             return
         for link in doc.get("links", []):
             if link.get("rel") in {"child", "item"} and "href" in link:
-                yield from self._walk(self._resolve(link["href"], path.parent), seen)
+                target = self._resolve(link["href"], path.parent)
+                yield from self._walk(target, seen, item_docs)
 
     @staticmethod
     def _resolve(href: str, base: Path) -> Path:
@@ -152,28 +211,43 @@ class LocalStacSource:
                 asset["href"] = self._resolve(href, base).as_uri()
         return item
 
-    def _items(self) -> list[JsonDict]:
+    def _index(self) -> _Index:
+        """The items, read again when a document that links them changed (checked on every
+        search: items added or removed change one) or an item document changed (checked at
+        most every :data:`ITEM_RECHECK_S`: a catalog of one file per item has thousands)."""
         root = self._root()
         with self._lock:
-            if self._cache is None or self._cache[0] != _versions(self._cache[0]):
+            cache, now = self._cache, time.monotonic()
+            if (
+                cache is None
+                or cache.links != _versions(cache.links)
+                or (now - cache.checked >= ITEM_RECHECK_S and cache.items != _versions(cache.items))
+            ):
                 seen: set[Path] = set()
-                items = list(self._walk(root, seen))
-                self._cache = (_versions(seen), items)
-            return self._cache[1]
+                item_docs: set[Path] = set()
+                items = list(self._walk(root, seen, item_docs))
+                cache = _Cache(
+                    _versions(seen - item_docs), _versions(item_docs), _Index(items), now
+                )
+            elif now - cache.checked >= ITEM_RECHECK_S:
+                cache.checked = now
+            self._cache = cache
+            return cache.index
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
-        items = self._items()
+        index = self._index()
         expr = cql2.Expr(request.filter) if request.filter else None
         window = _interval(request.datetime) if request.datetime else None
         found: list[JsonDict] = []
-        for item in items:
+        for i in index.candidates(request.filter):
+            item = index.items[i]
             if request.collections and item.get("collection") not in request.collections:
                 continue
             if window is not None:
                 span = _item_interval(item)
                 if span is None or span[0] > window[1] or span[1] < window[0]:
                     continue
-            if expr is not None and not _matches(expr, item):
+            if expr is not None and not _matches(expr, index.matchable[i]):
                 continue
             found.append(item)
         for sort in reversed(request.sortby or ()):
