@@ -140,6 +140,13 @@ class _Cache:
     checked: float  # when the item documents were last checked (monotonic)
 
 
+def _item(doc: JsonDict) -> pystac.Item:
+    """A pystac Item of ``doc`` (a copy): migrated only when written for another STAC version
+    (migrating a current one costs more than reading it)."""
+    current = doc.get("stac_version") == pystac.get_stac_version()
+    return pystac.Item.from_dict(doc, migrate=not current)
+
+
 def _sort_key(field: str, item: JsonDict) -> str:
     return str(item.get(field) or item.get("properties", {}).get(field) or "")
 
@@ -255,4 +262,4 @@ class LocalStacSource:
             found.sort(key=partial(_sort_key, field), reverse=sort.get("direction") == "desc")
         if request.limit is not None:
             found = found[: request.limit]
-        return [pystac.Item.from_dict(it) for it in found]
+        return [_item(it) for it in found]
