@@ -66,3 +66,31 @@ def test_local_hrefs_are_refused_before_any_request(rs_catalog: RsCatalog, tmp_p
 def test_an_owner_the_seeds_client_would_rewrite_is_refused(owner: str) -> None:
     with pytest.raises(CatalogError, match="ASCII letters and digits only"):
         RsServerCatalog("http://127.0.0.1:9/catalog", owner)
+
+
+def test_registering_again_keeps_the_catalogs_copy(rs_catalog: RsCatalog) -> None:
+    """A second insert of the same items (a retry of an insert the server did) is a 409: with
+    the same files the catalog's item is kept (a replace would point at our object, which the
+    catalog moved away); with new bytes it is replaced."""
+    bucket, collection = f"aux-{uuid.uuid4().hex[:8]}", f"aux-{uuid.uuid4().hex[:8]}"
+    rs_catalog.s3.create_bucket(bucket)
+    items = _staged(rs_catalog, bucket, collection, 2)
+    for item in items:
+        item.assets["product"].extra_fields["file:checksum"] = f"d5{'0' * 30}"
+    catalog_store = rs_catalog.s3.store(CATALOG_BUCKET)
+    with RsServerCatalog(rs_catalog.url, "teamb") as catalog:
+        catalog.upsert(collection, items)
+        catalog.upsert(collection, items)  # our objects are gone: only the catalog has them
+        found = catalog.get_items(collection, [i.id for i in items])
+        for item in items:
+            (asset,) = found[item.id].assets.values()
+            assert asset.href.startswith(f"s3://{CATALOG_BUCKET}/")
+            assert obstore.head(catalog_store, asset.href.split("/", 3)[3])["size"] > 0
+        # a new generation of the first item (other bytes, other checksum) replaces it
+        (renewed,) = _staged(rs_catalog, bucket, collection, 1)
+        renewed.assets["product"].extra_fields["file:checksum"] = f"d5{'1' * 30}"
+        catalog.upsert(collection, [renewed])
+        (asset,) = catalog.get_items(collection, [renewed.id])[renewed.id].assets.values()
+        assert asset.extra_fields["file:checksum"] == f"d5{'1' * 30}"
+        assert asset.href.startswith(f"s3://{bucket}/")  # rs-server-catalog keeps ours on PUT
+        assert obstore.head(rs_catalog.s3.store(bucket), asset.href.split("/", 3)[3])["size"] > 0

@@ -11,6 +11,7 @@ import pytest
 from aux_assets.catalog.static import LocalCatalog
 from aux_assets.staging.items import asset_filename
 from aux_assets.staging.stager import Stager, StageTask
+from aux_assets.storage.base import StorageError
 from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.retry import RetryPolicy
@@ -403,3 +404,37 @@ def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world
 )
 def test_an_asset_is_stored_under_a_file_name(key: str, href: str, name: str) -> None:
     assert asset_filename(key, pystac.Asset(href)) == name
+
+
+class _Unreadable(LocalStorage):
+    """Storage whose credentials cannot look into the files a catalog moved away."""
+
+    def exists(self, href: str) -> bool:
+        raise StorageError(f"cannot check {href}: access denied")
+
+
+class _Relocating(LocalCatalog):
+    relocates = True
+
+
+@pytest.mark.parametrize("relocates", [True, False])
+def test_a_catalog_that_moves_files_vouches_for_them_when_we_cannot_look(world, relocates):
+    """With rs-server-catalog, the registered files sit in its bucket: if our credentials may
+    not read it, the items stay present (the catalog vouches); elsewhere it is an error."""
+    name = "S1A_OPER_AUX_POEORB_0.EOF"
+    data = b"<Earth_Explorer_File/>" * 50
+    task = StageTask(
+        _item("S1A_OPER_AUX_POEORB_0", {name: (_publish(world, name, data), data)}),
+        "s1-aux",
+        "auxip",
+    )
+    catalog = (_Relocating if relocates else LocalCatalog)(world["root"] / "catalog")
+    assert [o.status for o in Stager(catalog, world["storage"], retry=FAST).stage([task])] == [
+        "staged"
+    ]
+    blind = Stager(catalog, _Unreadable(world["root"] / "storage"), retry=FAST)
+    (again,) = blind.stage([task])
+    if relocates:
+        assert again.status == "present" and _file_gets(world) == 1
+    else:
+        assert again.status == "failed" and "access denied" in (again.reason or "")

@@ -19,9 +19,8 @@ What differs from :class:`~aux_assets.catalog.stac_api.StacApiCatalog` (measured
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, urlparse
 
 import pystac
 
@@ -29,6 +28,7 @@ from aux_assets.auth import Auth
 from aux_assets.catalog.base import CatalogError
 from aux_assets.catalog.stac_api import StacApiCatalog
 from aux_assets.utils.names import check_collection_id
+from aux_assets.utils.urls import href_file_name
 
 JsonDict = dict[str, Any]
 # rs-client-libraries strips every other character from an owner, so it would not find ours
@@ -70,6 +70,27 @@ class RsServerCatalog(StacApiCatalog):
     def _search_collection(self, collection_id: str) -> str:
         return f"{self.owner}_{check_collection_id(collection_id)}"
 
+    def _upsert_one(self, collection_id: str, doc: JsonDict) -> None:
+        """Insert ``doc``; on 409, nothing when the catalog already holds the same files (a
+        retried insert the server had done: it moved our objects already, so a replace would
+        point at what it deleted), else replace it (``PUT``: the catalog then keeps our href)."""
+        op = f"insert of item {doc['id']!r} into collection {collection_id!r}"
+        items_url = f"{self._collection_url(collection_id)}/items"
+        response = self._send("POST", items_url, op, doc)
+        if response.status_code in (200, 201):
+            return
+        if response.status_code != 409:
+            raise self._error(op, response)
+        url = f"{items_url}/{quote(doc['id'], safe='')}"
+        op = f"read of item {doc['id']!r} in collection {collection_id!r}"
+        existing = self._send("GET", url, op)
+        if existing.status_code == 200 and _same_files(self._json(op, existing), doc):
+            return
+        op = f"replace of item {doc['id']!r} in collection {collection_id!r}"
+        response = self._send("PUT", url, op, doc)
+        if response.status_code not in (200, 201, 204):
+            raise self._error(op, response)
+
     def _document(self, item: pystac.Item, collection_id: str) -> JsonDict:
         doc = super()._document(item, collection_id)
         assets: JsonDict = {}
@@ -81,7 +102,7 @@ class RsServerCatalog(StacApiCatalog):
                     "rs-server-catalog takes only s3:// assets: set AUX_STORAGE_URL=s3://bucket/"
                     "prefix (and the AWS_* variables) to stage into S3"
                 )
-            name = PurePosixPath(unquote(urlparse(href).path)).name
+            name = href_file_name(href)
             if name in assets:
                 raise CatalogError(
                     f"{self.describe()}: item {item.id!r} has two assets stored as {name!r}; "
@@ -90,3 +111,14 @@ class RsServerCatalog(StacApiCatalog):
             assets[name] = {k: v for k, v in asset.items() if k != "alternate"}
         doc["assets"] = assets
         return doc
+
+
+def _same_files(stored: JsonDict, doc: JsonDict) -> bool:
+    """Whether the catalog's item has every asset of ``doc`` with the same checksum."""
+    theirs = stored.get("assets") or {}
+    return all(
+        key in theirs
+        and asset.get("file:checksum") is not None
+        and theirs[key].get("file:checksum") == asset.get("file:checksum")
+        for key, asset in (doc.get("assets") or {}).items()
+    )

@@ -344,6 +344,8 @@ class StacApiCatalog:
                 self._upsert_one(collection_id, doc)
             except CatalogError as exc:
                 return str(exc)
+            except Exception as exc:  # this item's failure: the others keep their outcome
+                return f"{self.describe()}: {type(exc).__name__}: {self._scrub(str(exc))}"
             return None
 
         bounds, others = _split_bounds(docs)

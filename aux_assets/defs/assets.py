@@ -62,15 +62,22 @@ def traced(fn: AssetFn) -> AssetFn:
     def step(
         context: dg.AssetExecutionContext, *args: Any, **kwargs: Any
     ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+        if tracing.tracer() is None:  # no span: the events go out as they come
+            yield from fn(context, *args, **kwargs)
+            return
         run_id = context.run.run_id
         attributes: tracing.Attributes = {
             "dagster.run_id": run_id,
             "dagster.asset_key": context.asset_key.to_user_string(),
             "dagster.partition_keys": list(context.partition_keys),
         }
+        events: list[dg.Output[dict[str, Any]] | dg.AssetCheckResult] = []
         try:
             with tracing.span(fn.__name__, attributes, parent=tracing.run_context(run_id)):
-                events = list(fn(context, *args, **kwargs))
+                events.extend(fn(context, *args, **kwargs))
+        except Exception:
+            yield from events  # what the step produced before it failed is not lost
+            raise
         finally:
             tracing.flush()
         yield from events

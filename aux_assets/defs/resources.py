@@ -206,12 +206,12 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     env = os.environ if env is None else env
     home = str(aux_home(env))
     products_file = env.get("AUX_PRODUCTS_FILE") or str(DEMO_PRODUCTS_FILE)
-    load_products(Path(products_file))  # an invalid file fails at definitions load
+    products = load_products(Path(products_file))  # an invalid file fails at definitions load
     catalog_url = env.get("AUX_CATALOG_URL")
     storage_url = env.get("AUX_STORAGE_URL")
     open_storage(storage_url, Path(home) / "storage", {}, Path(home) / "spool")  # URL checked
     catalog_dialect = choice_env(env, "AUX_CATALOG_DIALECT", "stac", CATALOG_DIALECTS)
-    owner = _catalog_owner(env, catalog_dialect, storage_url)
+    owner = _catalog_owner(env, catalog_dialect, storage_url, products)
     resources: dict[str, Any] = {
         "catalog": CatalogResource(
             prefix="AUX_CATALOG",
@@ -255,9 +255,11 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     return resources
 
 
-def _catalog_owner(env: Mapping[str, str], dialect: str, storage_url: str | None) -> str | None:
-    """``AUX_CATALOG_OWNER`` for an rs-server-catalog, which also needs S3 staging; errors
-    name the variable to set."""
+def _catalog_owner(
+    env: Mapping[str, str], dialect: str, storage_url: str | None, products: ProductsFile
+) -> str | None:
+    """``AUX_CATALOG_OWNER`` for an rs-server-catalog, which also needs an http(s) URL, S3
+    staging and no unpacking; errors name what to change."""
     if dialect != "rs-catalog":
         return None
     from aux_assets.catalog.rs_server import OWNER_RULE
@@ -267,15 +269,22 @@ def _catalog_owner(env: Mapping[str, str], dialect: str, storage_url: str | None
         raise ValueError(
             f"AUX_CATALOG_OWNER={owner!r}: AUX_CATALOG_DIALECT=rs-catalog needs it: {OWNER_RULE}"
         )
-    if not env.get("AUX_CATALOG_URL"):
+    if not env.get("AUX_CATALOG_URL", "").startswith(("http://", "https://")):
         raise ValueError(
-            "AUX_CATALOG_DIALECT=rs-catalog needs AUX_CATALOG_URL, the catalog's root "
+            "AUX_CATALOG_DIALECT=rs-catalog needs AUX_CATALOG_URL, the catalog's http(s) root "
             "(e.g. https://rs-server.example/catalog)"
         )
     if not (storage_url or "").startswith("s3://"):
         raise ValueError(
             f"AUX_STORAGE_URL={storage_url!r}: rs-server-catalog takes only s3:// assets; set "
             "AUX_STORAGE_URL=s3://bucket/prefix (and the AWS_* variables)"
+        )
+    unpacked = [spec.product_type for spec in products.products if spec.unpack]
+    if unpacked:  # the catalog would move the one registered file away from its archive's others
+        raise ValueError(
+            f"the products file unpacks {', '.join(unpacked)}, but rs-server-catalog registers "
+            "one file per asset (the rest of an archive would stay unregistered): set "
+            "unpack: false for those entries with AUX_CATALOG_DIALECT=rs-catalog"
         )
     return owner
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 import contextlib
 import copy
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import pystac
 
 from aux_assets.utils.checksums import Checksum, ChecksumError
 from aux_assets.utils.names import UnsafeNameError, check_safe_name
 from aux_assets.utils.times import parse_utc
-from aux_assets.utils.urls import strip_userinfo
+from aux_assets.utils.urls import href_file_name, strip_userinfo
 
 ALTERNATE_EXT = "https://stac-extensions.github.io/alternate-assets/v1.2.0/schema.json"
 FILE_EXT = "https://stac-extensions.github.io/file/v2.1.0/schema.json"
@@ -35,7 +33,7 @@ def asset_filename(key: str, asset: pystac.Asset) -> str:
         if key.upper().endswith(".SAFE"):
             key = f"{key}.zip"
         return check_safe_name(key, "asset key")
-    tail = PurePosixPath(unquote(urlparse(asset.href).path)).name
+    tail = href_file_name(asset.href)
     with contextlib.suppress(UnsafeNameError):
         if "." in tail.strip(".") and check_safe_name(tail, "asset file name"):
             return tail

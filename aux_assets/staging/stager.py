@@ -61,7 +61,7 @@ from aux_assets.staging.transfer import (
     TransferRequest,
     TransferResult,
 )
-from aux_assets.storage.base import LEFTOVER_MAX_AGE_S, Storage
+from aux_assets.storage.base import LEFTOVER_MAX_AGE_S, Storage, StorageError
 from aux_assets.utils.checksums import Checksum, ChecksumError
 from aux_assets.utils.names import (
     UnsafeNameError,
@@ -70,7 +70,7 @@ from aux_assets.utils.names import (
     check_safe_name,
 )
 from aux_assets.utils.retry import RetryPolicy
-from aux_assets.utils.urls import strip_userinfo
+from aux_assets.utils.urls import href_file_name, redact_url, strip_userinfo
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -401,22 +401,44 @@ class Stager:
         """Whether ``present`` has every file and the checksums the source announces now.
 
         A registered asset is matched to its source asset by ``alternate.source``, else (a
-        catalog that rewrites ``alternate``, such as rs-server-catalog) by its key.
+        catalog that rewrites ``alternate``, such as rs-server-catalog) by its key or the file
+        name it is stored under.
         """
         registered = list(present.assets.values())
-        if not registered or not all(self.storage.exists(a.href) for a in registered):
+        if not registered or not all(self._stored(a.href) for a in registered):
             return False
         ours = {str(alternate_source(a).get("href")): a for a in registered}
+        by_name = {href_file_name(a.href): a for a in registered}
         for key, asset in work.assets.items():
             theirs = source_checksum(asset)
             href = strip_userinfo(asset.href)
-            match = ours.get(href) or present.assets.get(key)
+            match = (
+                ours.get(href)
+                or present.assets.get(key)
+                or by_name.get(href_file_name(work.keys[key]))
+            )
             mine = registered_checksum(match) if match is not None else None
             if theirs is None or mine is None or theirs.algorithm != mine.algorithm:
                 continue
             if theirs != mine:
                 return False
         return True
+
+    def _stored(self, href: str) -> bool:
+        """Whether the file of a registered href exists. A catalog that moved it into storage
+        of its own (rs-server-catalog) vouches for it when our credentials cannot look there."""
+        try:
+            return self.storage.exists(href)
+        except StorageError as exc:
+            if not self.catalog.relocates:
+                raise
+            _log.warning(
+                "cannot check %s in the catalog's storage (%s): trusting %s",
+                redact_url(href),
+                type(exc).__name__,
+                self.catalog.describe(),
+            )
+            return True
 
     async def _stage_sources(self, batch: list[_Accepted]) -> list[ItemOutcome]:
         """Stage each source's items concurrently; the outcomes of all of them."""
@@ -527,9 +549,9 @@ class Stager:
             return
         for outcome in outcomes:
             item = stored.get(outcome.item_id)
-            hrefs = {_file_name(a.href): a.href for a in item.assets.values()} if item else {}
+            hrefs = {href_file_name(a.href): a.href for a in item.assets.values()} if item else {}
             for asset in outcome.assets:
-                asset.href = hrefs.get(_file_name(asset.href), asset.href)
+                asset.href = hrefs.get(href_file_name(asset.href), asset.href)
 
     def _finish(
         self, work: _Accepted, transfers: dict[str, TransferResult | TransferError]
@@ -605,10 +627,6 @@ class Stager:
         href = hrefs[largest.path.as_posix()]
         checksum = Checksum("sha256", largest.sha256)
         return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
-
-
-def _file_name(href: str) -> str:
-    return href.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _grouped(

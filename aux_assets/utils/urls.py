@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -59,3 +59,8 @@ def redact_url(url: str) -> str:
         return "<invalid URL>"
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def href_file_name(href: str) -> str:
+    """The last segment of an href's path, unquoted: the file name it points at."""
+    return PurePosixPath(unquote(urlparse(href).path)).name

@@ -211,8 +211,8 @@ def test_a_day_is_registered_in_rs_server_catalog_and_found_by_the_seeds_client(
 def test_rs_catalog_settings_are_checked_before_any_request(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A missing owner, an owner the seed's client would rewrite, and local storage: each a
-    clear error at load, naming the variable."""
+    """A missing owner, an owner the seed's client would rewrite, local storage, unpacking, a
+    catalog URL that is no API: each a clear error at load, naming what to change."""
     monkeypatch.setenv("AUX_ASSETS_HOME", str(tmp_path))
     monkeypatch.setenv("AUX_CATALOG_DIALECT", "rs-catalog")
     monkeypatch.setenv("AUX_CATALOG_URL", "http://127.0.0.1:9/catalog")
@@ -226,6 +226,12 @@ def test_rs_catalog_settings_are_checked_before_any_request(
     monkeypatch.setenv("AUX_CATALOG_OWNER", "ops")
     monkeypatch.setenv("AUX_STORAGE_URL", str(tmp_path / "storage"))
     with pytest.raises(ValueError, match=r"AUX_STORAGE_URL=.*takes only s3:// assets"):
+        build_resources()
+    monkeypatch.setenv("AUX_STORAGE_URL", "s3://aux-staging/prefix")  # the demo file unpacks
+    with pytest.raises(ValueError, match=r"unpacks AUX_CAL.*set unpack: false"):
+        build_resources()
+    monkeypatch.setenv("AUX_CATALOG_URL", str(tmp_path / "catalog"))
+    with pytest.raises(ValueError, match="needs AUX_CATALOG_URL, the catalog's http"):
         build_resources()
     monkeypatch.setenv("AUX_CATALOG_DIALECT", "rs-server")
     with pytest.raises(ValueError, match="AUX_CATALOG_DIALECT='rs-server' is not one of"):
