@@ -302,14 +302,16 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
     if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found.items):
         found = searcher.candidates(spec, bounded=False)
     candidates = found.items
-    units = _by_unit(spec, candidates) or {ANY_UNIT: []}
+    units = _by_unit(spec, candidates) or {ANY_UNIT: []}  # from all: a unit may lack this day
+    touching = found.touching(spec, window)  # the only ones a cover or intersect can take
+    near = {id(i) for i in touching} if len(touching) < len(candidates) else None
     selected: list[pystac.Item] = []
     picked: set[tuple[str | None, str]] = set()
     used: dict[str, list[str]] = {}
     missing: dict[str, list[list[str]]] = {}
     for unit, group in units.items():
         chosen, gaps = select_covering(
-            group,
+            group if near is None else [i for i in group if id(i) in near],
             spec.policy,
             window.start,
             window.end,
@@ -350,7 +352,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
         "unpack": spec.unpack,
         "filter": found.filter,
         "n_candidates": len(candidates),
-        "candidates": [_summary(i) for i in found.touching(spec, window)],
+        "candidates": [_summary(i) for i in touching],
         "invalid_candidates": found.invalid,
         "used_types": used,
         "missing_units": sorted(missing),

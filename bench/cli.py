@@ -30,6 +30,7 @@ TARGET_TINY_FILES_S = 1500.0
 TARGET_LARGE_X_CURL = 0.8
 TARGET_PEAK_MIB = 200.0
 TARGET_PGSTAC_ITEMS_S = 1000.0
+TARGET_SEARCH_X_FLOOR = 3.0  # issue 12: search + select <= 3x parsing the documents once
 
 
 def log(text: str) -> None:
@@ -202,6 +203,13 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
         f"1,000 items (rounded up: {_fmt(allowed, 'd')} allowed): "
         + ("bytes moved" if value == float("inf") else f"{_fmt(value, '.2f')} per 1,000 items")
     )
+    search = found.get("search")
+    ratio = search.value if search else None
+    ok = None if ratio is None else ratio <= TARGET_SEARCH_X_FLOOR
+    out.append(
+        f"{_verdict(ok)}  search + select of the month on its static catalog <= "
+        f"{TARGET_SEARCH_X_FLOOR:.0f}x parsing its documents once: {_fmt(ratio, '.1f')}x"
+    )
     pg = found.get("pgstac")
     ok = None if pg is None or pg.value is None else pg.value >= TARGET_PGSTAC_ITEMS_S
     out.append(
@@ -308,6 +316,7 @@ def _run(
         log("extras: memory, re-run, pgstac")
         lines = [extras.peak_memory(setup, sets["huge"])]
         if month is not None:
+            lines.append(extras.search_select(setup, month))
             lines.append(extras.rerun(setup, month))
             if "dagster" in args.contenders:
                 lines.append(extras.dagster_rerun(setup, month))

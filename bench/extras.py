@@ -117,6 +117,25 @@ def dagster_rerun(setup: Setup, month: DataSet) -> Extra:
 
 
 @contextlib.contextmanager
+def search_select(setup: Setup, month: DataSet) -> Extra:
+    """Search and select of the month on its static catalog, in process, next to the floor:
+    parsing each of its JSON documents once (the value: their ratio)."""
+    days = str(month.month_days)
+    m = _worker(setup, "search", [str(month.www / month.name), "--days", days], "search.log")
+    if not m.ok or "seconds" not in m.report:
+        return Extra("search", f"search + select of the month failed: {m.output[-500:]}")
+    seconds, floor = float(m.report["seconds"]), float(m.report["floor_s"])
+    ratio = seconds / floor
+    return Extra(
+        "search",
+        f"search + select of {days} days on the static month, in process: {seconds:.2f} s, "
+        f"{ratio:.1f}x the {floor:.2f} s of parsing its {m.report['documents']} JSON documents "
+        f"once ({m.report['selected']} selected)",
+        ratio,
+        dict(m.report),
+    )
+
+
 def _pgstac() -> Iterator[Any]:
     """The tests' pgstac fixture (tests/fixtures/pgstac.py), driven outside pytest; raises
     ``LookupError`` with its reason when it skips or fails."""

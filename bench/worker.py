@@ -2,7 +2,9 @@
 
 Modes: ``engine`` (the transfer engine alone, verification on), ``stager`` (dedupe, transfer,
 verify, store, register with a local catalog and storage), ``dagster`` (the three assets over a
-range of days), ``idle`` (imports only: the baseline of the memory figure). The last line printed
+range of days), ``search`` (search and select of a range of days on the static month, next to
+parsing each of its JSON documents once), ``idle`` (imports only: the baseline of the memory
+figure). The last line printed
 is a JSON report; the benchmark measures time, CPU and memory from outside.
 """
 
@@ -177,9 +179,29 @@ def _dagster(
     return report
 
 
+def _search(root: Path, days: int) -> dict[str, Any]:
+    """Search and select ``days`` days from 2026-01-01 on the static catalog at ``root`` with
+    the demo products file, in process; and the floor: reading and parsing every document."""
+    from aux_assets.planning import plan_windows, windows_of
+    from aux_assets.products import DEMO_PRODUCTS_FILE, load_products
+    from aux_assets.sources.static import LocalStacSource
+
+    started = time.perf_counter()
+    documents = sum(1 for path in root.rglob("*.json") if json.loads(path.read_bytes()))
+    floor = time.perf_counter() - started
+    specs = load_products(DEMO_PRODUCTS_FILE).products
+    keys = [(date(2026, 1, 1) + timedelta(days=d)).isoformat() for d in range(days)]
+    source = LocalStacSource("auxip", root)
+    started = time.perf_counter()
+    plans = plan_windows(specs, windows_of(keys), {"auxip": source, "catalog": source})
+    seconds = time.perf_counter() - started
+    selected = sum(len(p["selected"]["features"]) for d in plans.values() for p in d["products"])
+    return {"documents": documents, "floor_s": floor, "seconds": seconds, "selected": selected}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("mode", choices=["engine", "stager", "dagster", "idle"])
+    parser.add_argument("mode", choices=["engine", "stager", "dagster", "search", "idle"])
     parser.add_argument("items", type=Path, nargs="?", help="ItemCollection of the set")
     parser.add_argument("out", type=Path, nargs="?", help="output folder (absent or empty)")
     parser.add_argument("--concurrency", type=int, default=8)
@@ -192,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import aux_assets.staging.stager  # noqa: F401  (what the stager imports)
 
         report = {}
+    elif args.mode == "search":
+        if args.items is None:
+            parser.error("search needs the folder of the static month")
+        report = _search(args.items, args.days)
     elif args.items is None or args.out is None:
         parser.error(f"{args.mode} needs ITEMS and OUT")
     elif args.mode == "engine":

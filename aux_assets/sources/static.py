@@ -198,14 +198,19 @@ class LocalStacSource:
             yield self._absolute(doc, path.parent)
             return
         for link in doc.get("links", []):
-            if link.get("rel") in {"child", "item"} and "href" in link:
-                target = self._resolve(link["href"], path.parent)
+            rel = link.get("rel")
+            if rel in {"child", "item"} and "href" in link:
+                target = self._resolve(link["href"], path.parent, follow=rel == "child")
                 yield from self._walk(target, seen, item_docs)
 
     @staticmethod
-    def _resolve(href: str, base: Path) -> Path:
+    def _resolve(href: str, base: Path, follow: bool = True) -> Path:
+        """The path ``href`` names from ``base``: symlinks resolved when ``follow`` (catalogs
+        and assets; an item link leads to a leaf, which cannot loop: normalised only, a
+        catalog of one file per item has thousands)."""
         if "://" not in href:
-            return (base / href).resolve()
+            joined = base / href
+            return joined.resolve() if follow else Path(os.path.normpath(joined))
         path = file_path(href)
         if path is None:
             raise SearchError(f"static catalog link {href!r} is not a local file")
