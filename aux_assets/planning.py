@@ -110,8 +110,7 @@ def windows_of(
     return [Window(keys[0], start, end)]
 
 
-def _summary(item: pystac.Item) -> Candidate:
-    v = validity(item)
+def _summary(item: pystac.Item, v: Validity) -> Candidate:
     return {
         "id": item.id,
         "start": v.start.isoformat(),
@@ -212,6 +211,14 @@ class _Found:
     items: list[pystac.Item] = field(default_factory=list)
     invalid: list[JsonDict] = field(default_factory=list)
     validity: dict[int, Validity] = field(default_factory=dict)  # by id() of each item
+    _summaries: dict[int, Candidate] = field(default_factory=dict)
+
+    def summary(self, item: pystac.Item) -> Candidate:
+        """The candidate's summary in a search document (made once, copied per window)."""
+        made = self._summaries.get(id(item))
+        if made is None:
+            made = self._summaries[id(item)] = _summary(item, self.validity[id(item)])
+        return {**made}
 
     def touching(self, spec: ProductSpec, window: Window) -> list[pystac.Item]:
         """The items whose validity meets ``window`` widened by the margins (all of them for
@@ -352,7 +359,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
         "unpack": spec.unpack,
         "filter": found.filter,
         "n_candidates": len(candidates),
-        "candidates": [_summary(i) for i in touching],
+        "candidates": [found.summary(i) for i in touching],
         "invalid_candidates": found.invalid,
         "used_types": used,
         "missing_units": sorted(missing),

@@ -205,9 +205,9 @@ class LocalStacSource:
 
     @staticmethod
     def _resolve(href: str, base: Path, follow: bool = True) -> Path:
-        """The path ``href`` names from ``base``: symlinks resolved when ``follow`` (catalogs
-        and assets; an item link leads to a leaf, which cannot loop: normalised only, a
-        catalog of one file per item has thousands)."""
+        """The path ``href`` names from ``base``: symlinks resolved when ``follow`` (catalog
+        links, which could loop); items and assets are leaves, normalised only (a catalog of
+        one file per item has thousands; a transfer opens the path it is given)."""
         if "://" not in href:
             joined = base / href
             return joined.resolve() if follow else Path(os.path.normpath(joined))
@@ -220,7 +220,7 @@ class LocalStacSource:
         for asset in item.get("assets", {}).values():
             href = asset.get("href", "")
             if not urlparse(href).scheme:
-                asset["href"] = self._resolve(href, base).as_uri()
+                asset["href"] = self._resolve(href, base, follow=False).as_uri()
         return item
 
     def _index(self) -> _Index:
