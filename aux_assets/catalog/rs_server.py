@@ -14,7 +14,11 @@ What differs from :class:`~aux_assets.catalog.stac_api.StacApiCatalog` (measured
 - outside its local mode the catalog copies each object from our bucket into its own and
   deletes ours: the registered href is the catalog's (read back by lookups);
 - its ``bulk_items`` skips all of the above (no copy, no check), so items go one request each,
-  ``max_in_flight`` at once; a replace (``PUT``) keeps the href we send, in our bucket.
+  ``max_in_flight`` at once;
+- an insert answered 409 whose item already holds the same checksums is one the server did
+  (a retry after a lost answer): left alone, since a replace would point at the object it
+  moved; with other checksums the item is replaced (``PUT``), and the catalog then keeps the
+  href we send, in our bucket, without copying.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ class RsServerCatalog(StacApiCatalog):
     ) -> None:
         if not owner.isascii() or not owner.isalnum():
             raise CatalogError(f"AUX_CATALOG_OWNER={owner!r}: {OWNER_RULE}")
-        super().__init__(url, auth=auth, timeout_s=timeout_s, bulk=False)
+        super().__init__(
+            url, auth=auth, timeout_s=timeout_s, bulk=False, max_in_flight=max_in_flight
+        )
         self.owner = owner
-        self.max_in_flight = max_in_flight
 
     def describe(self) -> str:
         return f"{super().describe()} (rs-server-catalog, owner {self.owner!r})"
