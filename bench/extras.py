@@ -116,7 +116,6 @@ def dagster_rerun(setup: Setup, month: DataSet) -> Extra:
     )
 
 
-@contextlib.contextmanager
 def search_select(setup: Setup, month: DataSet) -> Extra:
     """Search and select of the month on its static catalog, in process, next to the floor:
     parsing each of its JSON documents once (the value: their ratio)."""
@@ -136,6 +135,7 @@ def search_select(setup: Setup, month: DataSet) -> Extra:
     )
 
 
+@contextlib.contextmanager
 def _pgstac() -> Iterator[Any]:
     """The tests' pgstac fixture (tests/fixtures/pgstac.py), driven outside pytest; raises
     ``LookupError`` with its reason when it skips or fails."""

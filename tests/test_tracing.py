@@ -12,11 +12,13 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import httpx
 import pystac
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -26,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from aux_assets import tracing
+from aux_assets.catalog.stac_api import StacApiCatalog
 from aux_assets.defs.assets import (
     IO_MANAGER,
     aux_catalog_items,
@@ -34,6 +37,7 @@ from aux_assets.defs.assets import (
 )
 from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.resources import build_resources
+from tests.fixtures.pgstac import PgstacApi
 from tests.fixtures.servers_required import free_port
 from tests.helpers.fault_server import CLIENT_ID, CLIENT_SECRET, FaultServer
 from tests.helpers.servers import serve, stac_api_handler
@@ -406,3 +410,40 @@ def test_span_texts_have_urls_redacted_and_no_credentials() -> None:
     assert "https://host.example/a/b" in safe
     for secret in ("secret-pw", "sig123", "tok-abc", "dXNlcjpwYXNz"):
         assert secret not in safe
+
+
+def test_catalog_requests_from_worker_threads_carry_the_current_trace(
+    receiver: Receiver, pgstac_api: PgstacApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Items sent one request each (a catalog without bulk_items) go from worker threads: each
+    request still carries the trace and the span it was made in."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    items = []
+    for i in range(6):
+        start = datetime(2026, 1, 5, tzinfo=UTC) + timedelta(hours=i)
+        end = start + timedelta(hours=1)
+        items.append(
+            pystac.Item(
+                f"TRACED_{i}",
+                None,
+                None,
+                None,
+                {"product:type": "AUX_WND"},
+                start_datetime=start,
+                end_datetime=end,
+            )
+        )
+    collection = f"traced-{uuid.uuid4().hex[:8]}"
+    with StacApiCatalog(pgstac_api.url, bulk=False, max_in_flight=3) as catalog:
+        sent: list[httpx.Request] = []
+        catalog._client.event_hooks["request"].append(sent.append)
+        with tracing.span("parent", parent=tracing.run_context(str(uuid.uuid4()))) as opened:
+            assert opened is not None
+            catalog.upsert(collection, items)
+        context = opened.get_span_context()
+    posts = [r for r in sent if r.method == "POST" and r.url.path.endswith("/items")]
+    assert len(posts) == len(items)
+    for request in posts:
+        trace_id, parent_id = _traceparent(dict(request.headers))
+        assert trace_id == f"{context.trace_id:032x}"
+        assert parent_id == f"{context.span_id:016x}"
