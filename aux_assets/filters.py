@@ -20,8 +20,8 @@ WindowKind = Literal["cover", "intersect", "any"]
 # How a STAC API takes a window: "stac", any CQL2 comparison; "rs-server", the Reference
 # System's AUXIP and PRIP, which answer 422 to anything but '=', 'and' and temporal operators;
 # "rs-catalog", the Reference System's catalog (owner-scoped collections), which answers 500 to
-# any comparison on start_datetime, so the start of a validity is asked as `datetime` (pgstac's
-# datetime column: rs-server items have datetime = start_datetime).
+# any comparison on start_datetime: only the end of a validity is compared there (a superset:
+# the client decides the start; `datetime` is not the start in every item).
 Dialect = Literal["stac", "rs-server", "rs-catalog"]
 SOURCE_DIALECTS: tuple[Dialect, ...] = ("stac", "rs-server")
 CATALOG_DIALECTS: tuple[Dialect, ...] = ("stac", "rs-catalog")
@@ -174,7 +174,7 @@ def window_filter(
     ``cover``: ``start_datetime <= start and end_datetime >= end`` (ValCover candidates,
     inclusive on both edges); ``intersect``: ``start_datetime <= end and end_datetime >= start``;
     ``any``: the product type alone. ``platforms`` adds ``platform in (...)``. The
-    ``rs-catalog`` dialect compares ``datetime`` where the others compare ``start_datetime``.
+    ``rs-catalog`` dialect leaves the ``start_datetime`` comparison out (the caller decides it).
 
     The ``rs-server`` dialect sends only the product type with ``=`` (an EOPF type by its
     station's legacy types, :func:`product_type_value`) and, unless ``any``, ``t_intersects`` of
@@ -193,13 +193,12 @@ def window_filter(
         return args[0] if len(args) == 1 else {"op": "and", "args": args}
     if platforms:
         args.append({"op": "in", "args": [{"property": "platform"}, list(platforms)]})
-    first = {"property": "datetime" if dialect == "rs-catalog" else "start_datetime"}
-    if kind == "cover":
-        args.append({"op": "<=", "args": [first, timestamp(start)]})
-        args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(end)]})
-    elif kind == "intersect":
-        args.append({"op": "<=", "args": [first, timestamp(end)]})
-        args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(start)]})
+    if kind != "any":  # cover: vs <= start and ve >= end; intersect: vs <= end and ve >= start
+        if dialect != "rs-catalog":
+            vs_bound = start if kind == "cover" else end
+            args.append({"op": "<=", "args": [{"property": "start_datetime"}, timestamp(vs_bound)]})
+        ve_bound = end if kind == "cover" else start
+        args.append({"op": ">=", "args": [{"property": "end_datetime"}, timestamp(ve_bound)]})
     return args[0] if len(args) == 1 else {"op": "and", "args": args}
 
 
