@@ -395,11 +395,13 @@ def plan_windows(
     for i, window in enumerate(windows):
         products = [entries[i] for entries in per_spec]
         documents[window.key] = day_document(window.key, window.to_json(), products)
-        for product in products:
-            log(
-                f"{window.key} {product['product_type']}: {product['n_candidates']} candidates, "
-                f"{len(product['selected']['features'])} selected by {product['policy']}"
-            )
+        lines = [
+            f"{window.key} {product['product_type']}: {product['n_candidates']} candidates, "
+            f"{len(product['selected']['features'])} selected by {product['policy']}"
+            for product in products
+        ]
+        if lines:  # one message per window: each message is an event the orchestrator stores
+            log("\n".join(lines))
     return documents
 
 

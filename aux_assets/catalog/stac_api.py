@@ -45,6 +45,7 @@ from aux_assets.catalog.base import CatalogError, new_collection
 from aux_assets.filters import ids_filter
 from aux_assets.utils.names import check_collection_id, check_item_id
 from aux_assets.utils.retry import RetryPolicy, retry_after
+from aux_assets.utils.stac import read_item
 from aux_assets.utils.text import shorten
 from aux_assets.utils.urls import redact_url
 
@@ -447,7 +448,7 @@ class StacApiCatalog:
 
     def _item(self, op: str, feature: JsonDict) -> pystac.Item:
         try:
-            return pystac.Item.from_dict(feature, preserve_dict=False)
+            return read_item(feature, copy=False)
         except (pystac.STACError, KeyError, TypeError, ValueError) as exc:
             raise CatalogError(
                 f"{self.describe()}: {op}: item {feature['id']!r} is not a valid STAC item: "

@@ -20,6 +20,7 @@ import pystac
 from aux_assets.catalog.base import STAC_VERSION, new_collection
 from aux_assets.utils.jsonfiles import write_json
 from aux_assets.utils.names import check_collection_id, check_item_id
+from aux_assets.utils.stac import read_item
 
 _FAR = "9999-12-31T23:59:59Z"
 
@@ -120,7 +121,7 @@ class LocalCatalog:
         found: dict[str, pystac.Item] = {}
         for item_id, path in paths.items():
             if f"./{item_id}/{item_id}.json" in linked and path.exists():
-                found[item_id] = pystac.Item.from_dict(_read_json(path))
+                found[item_id] = read_item(_read_json(path), copy=False)
         return found
 
     def upsert(self, collection_id: str, items: Sequence[pystac.Item]) -> None:

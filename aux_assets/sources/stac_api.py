@@ -20,6 +20,7 @@ from aux_assets.auth import Auth, AuthError, Unauthorized, renewing_blocking
 from aux_assets.filters import Dialect, operators
 from aux_assets.sources.base import SearchError, SearchRequest
 from aux_assets.sources.profiles import PROFILES
+from aux_assets.utils.stac import read_item
 from aux_assets.utils.urls import origin_of, redact_url
 
 
@@ -151,7 +152,7 @@ class StacApiSource:
             )
             items: list[pystac.Item] = []
             for page in search.pages_as_dicts():
-                items.extend(pystac.Item.from_dict(f) for f in page.get("features", []))
+                items.extend(read_item(f, copy=False) for f in page.get("features", []))
                 if deadline is not None and time.monotonic() > deadline:
                     raise SearchError(
                         f"search in {self.describe()} exceeded its timeout of "

@@ -19,6 +19,7 @@ import pystac
 
 from aux_assets.filters import Dialect, JsonDict
 from aux_assets.sources.base import SearchError, SearchRequest
+from aux_assets.utils.stac import read_item
 from aux_assets.utils.times import parse_utc
 from aux_assets.utils.urls import file_path
 
@@ -138,13 +139,6 @@ class _Cache:
     items: dict[Path, tuple[int, int]]  # one document per item
     index: _Index
     checked: float  # when the item documents were last checked (monotonic)
-
-
-def _item(doc: JsonDict) -> pystac.Item:
-    """A pystac Item of ``doc`` (a copy): migrated only when written for another STAC version
-    (migrating a current one costs more than reading it)."""
-    current = doc.get("stac_version") == pystac.get_stac_version()
-    return pystac.Item.from_dict(doc, migrate=not current)
 
 
 def _sort_key(field: str, item: JsonDict) -> str:
@@ -267,4 +261,4 @@ class LocalStacSource:
             found.sort(key=partial(_sort_key, field), reverse=sort.get("direction") == "desc")
         if request.limit is not None:
             found = found[: request.limit]
-        return [_item(it) for it in found]
+        return [read_item(it) for it in found]

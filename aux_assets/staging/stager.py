@@ -70,6 +70,7 @@ from aux_assets.utils.names import (
     check_safe_name,
 )
 from aux_assets.utils.retry import RetryPolicy
+from aux_assets.utils.stac import read_item
 from aux_assets.utils.urls import href_file_name, redact_url, strip_userinfo
 
 if TYPE_CHECKING:
@@ -97,8 +98,10 @@ def stage_tasks(
     """The items search documents selected, as stage tasks. Items found in our own catalog are
     not staged again; where an entry names no assets, its source's default assets are staged
     (:mod:`aux_assets.sources.profiles`). ``source(name)`` tells whether a source is local and
-    gives its credentials."""
+    gives its credentials. An item selected on several days becomes one task (the first; the
+    stager stages each item once)."""
     tasks: list[StageTask] = []
+    seen: set[tuple[str, str]] = set()
     for doc in documents:
         for product in doc["products"]:
             special = profile(product["source"])
@@ -108,9 +111,12 @@ def stage_tasks(
             assets = product["assets"]
             keys = tuple(assets) if assets is not None else special.default_assets
             for feature in product["selected"]["features"]:
+                if (product["collection"], feature["id"]) in seen:
+                    continue
+                seen.add((product["collection"], feature["id"]))
                 tasks.append(
                     StageTask(
-                        item=pystac.Item.from_dict(feature),
+                        item=read_item(feature),
                         collection=product["collection"],
                         source=special.name,
                         local_source=local,

@@ -1,2 +1,2 @@
-"""Small dependency-free helpers shared by the core and the Dagster layer: names that become
-paths, URLs, message text, retry timing, timestamps, checksums and atomic JSON files."""
+"""Small helpers shared by the core and the Dagster layer: names that become paths, URLs,
+message text, retry timing, timestamps, checksums, atomic JSON files, pystac items from JSON."""
