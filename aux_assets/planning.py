@@ -48,7 +48,7 @@ from aux_assets.selection import (
     generation_time,
     item_unit,
     policy_window_kind,
-    select,
+    selection_of,
     served_units,
     validity,
 )
@@ -212,6 +212,7 @@ class _Found:
     invalid: list[JsonDict] = field(default_factory=list)
     validity: dict[int, Validity] = field(default_factory=dict)  # by id() of each item
     _summaries: dict[int, Candidate] = field(default_factory=dict)
+    _units: dict[tuple[str, ...], dict[str | None, list[pystac.Item]]] = field(default_factory=dict)
 
     def summary(self, item: pystac.Item) -> Candidate:
         """The candidate's summary in a search document (made once, copied per window)."""
@@ -219,6 +220,14 @@ class _Found:
         if made is None:
             made = self._summaries[id(item)] = _summary(item, self.validity[id(item)])
         return {**made}
+
+    def units(self, spec: ProductSpec) -> dict[str | None, list[pystac.Item]]:
+        """:func:`_by_unit` of the items (made once per list of platforms; do not change it)."""
+        key = tuple(spec.platforms or ())
+        made = self._units.get(key)
+        if made is None:
+            made = self._units[key] = _by_unit(spec, self.items)
+        return made
 
     def touching(self, spec: ProductSpec, window: Window) -> list[pystac.Item]:
         """The items whose validity meets ``window`` widened by the margins (all of them for
@@ -241,6 +250,7 @@ def select_covering(
     end: datetime,
     margin_before_s: float = 0,
     margin_after_s: float = 0,
+    known: Mapping[int, Validity] | None = None,
 ) -> tuple[list[pystac.Item], list[Gap]]:
     """The policy's selection for ``[start, end]``, and the parts of it left uncovered.
 
@@ -248,14 +258,21 @@ def select_covering(
     split where a candidate starts or stops covering) and the selections are united: a newer
     file valid from the afternoon on, or files shorter than the window, are what processors
     use for windows inside it. Sub-windows with no selection are returned as gaps (merged).
+    ``known``: the items' validities already read, by ``id()`` (see :func:`selection_of`).
     """
-    chosen = select(items, policy, start, end, margin_before_s, margin_after_s)
+    pick = selection_of(items, policy, margin_before_s, margin_after_s, known)
+    known = known or {}
+
+    def validity_of(item: pystac.Item) -> Validity:
+        return known.get(id(item)) or validity(item)
+
+    chosen = pick(start, end)
     if policy_window_kind(policy) != "cover":
         return chosen, ([] if chosen else [(start, end)])
     margins = Margins(margin_before_s, margin_after_s)
     edges = {start, end}
     for item in items:
-        covered = margins.covering(validity(item))
+        covered = margins.covering(validity_of(item))
         for edge in (covered.start, covered.end):
             if start < edge < end:
                 edges.add(edge)
@@ -263,7 +280,7 @@ def select_covering(
     picked = {(item.collection_id, item.id): item for item in chosen}
     gaps: list[Gap] = []
     for low, high in pairwise(points):
-        sub = select(items, policy, low, high, margin_before_s, margin_after_s)
+        sub = pick(low, high)
         for item in sub:
             picked[(item.collection_id, item.id)] = item
         if not sub:
@@ -271,7 +288,7 @@ def select_covering(
                 gaps[-1] = (gaps[-1][0], high)
             else:
                 gaps.append((low, high))
-    ordered = sorted(picked.values(), key=lambda i: (validity(i).start, i.id))
+    ordered = sorted(picked.values(), key=lambda i: (validity_of(i).start, i.id))
     return ordered, gaps
 
 
@@ -290,26 +307,26 @@ def _by_unit(
     return units
 
 
-def _closest_proven(spec: ProductSpec, window: Window, items: Sequence[pystac.Item]) -> bool:
+def _closest_proven(spec: ProductSpec, window: Window, found: _Found) -> bool:
     """True when no file outside the look-around can be closer than one found inside it:
     every unit has a file whose compared edge lies within :data:`LOOKAROUND` of the centre
     (files not found have both edges farther than that)."""
     w = window.widened(spec.margins)
     centre = w.start + (w.end - w.start) / 2
     edge = CLOSEST_EDGE[spec.policy]
-    units = _by_unit(spec, items)
+    units = found.units(spec)
     return bool(units) and all(
-        any(abs(getattr(validity(i), edge) - centre) <= LOOKAROUND for i in group)
+        any(abs(getattr(found.validity[id(i)], edge) - centre) <= LOOKAROUND for i in group)
         for group in units.values()
     )
 
 
 def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> SearchProduct:
     found = searcher.candidates(spec)
-    if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found.items):
+    if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found):
         found = searcher.candidates(spec, bounded=False)
     candidates = found.items
-    units = _by_unit(spec, candidates) or {ANY_UNIT: []}  # from all: a unit may lack this day
+    units = found.units(spec) or {ANY_UNIT: []}  # from all: a unit may lack this day
     touching = found.touching(spec, window)  # the only ones a cover or intersect can take
     near = {id(i) for i in touching} if len(touching) < len(candidates) else None
     selected: list[pystac.Item] = []
@@ -324,18 +341,26 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
             window.end,
             spec.margin_before_s,
             spec.margin_after_s,
+            found.validity,
         )
         types = [spec.product_type] if chosen else []
         for alt_type in spec.alternatives:
             if not gaps:
                 break
             alt = spec.alternative(alt_type)
-            alt_units = _by_unit(alt, searcher.candidates(alt).items)
+            alt_found = searcher.candidates(alt)
+            alt_units = alt_found.units(alt)
             alt_items = [i for u, g in alt_units.items() if unit in (ANY_UNIT, u) for i in g]
             remaining: list[Gap] = []
             for low, high in gaps:
                 more, left = select_covering(
-                    alt_items, alt.policy, low, high, alt.margin_before_s, alt.margin_after_s
+                    alt_items,
+                    alt.policy,
+                    low,
+                    high,
+                    alt.margin_before_s,
+                    alt.margin_after_s,
+                    alt_found.validity,
                 )
                 chosen += more
                 remaining += left

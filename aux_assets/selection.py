@@ -87,7 +87,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
@@ -527,6 +527,26 @@ def select(
     :class:`UnknownPolicyError`, or ValueError for an invalid window or an item without usable
     dates. The result never depends on the order of ``items``.
     """
+    return selection_of(items, policy, margin_before_s, margin_after_s)(start, end)
+
+
+def selection_of(
+    items: Iterable[pystac.Item],
+    policy: str,
+    margin_before_s: float = 0,
+    margin_after_s: float = 0,
+    known: Mapping[int, Validity] | None = None,
+) -> Callable[[datetime, datetime], list[pystac.Item]]:
+    """:func:`select` of ``items`` for any window ``(start, end)``, their validities read once
+    (for many windows over the same items); ``known``: validities the caller already read
+    with :func:`validity`, by ``id()`` of the item."""
     selector = _SELECTORS[check_policy(policy)]
-    w = processing_window(start, end, margin_before_s, margin_after_s)
-    return selector(map(_record, items), w)
+    known = known or {}
+    recs = [
+        (v.start, v.end, item) if (v := known.get(id(item))) else _record(item) for item in items
+    ]
+
+    def pick(start: datetime, end: datetime) -> list[pystac.Item]:
+        return selector(iter(recs), processing_window(start, end, margin_before_s, margin_after_s))
+
+    return pick

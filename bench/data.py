@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,49 @@ def ensure_month_set(www: Path, days: int, max_size: int, log: Log) -> DataSet:
         )
     log(f"  {len(files)} items written in {time.monotonic() - began:.1f} s")
     return _save(www, name, meta, files)
+
+
+def _shifted(item: dict[str, Any], copy: int, days: int) -> dict[str, Any]:
+    """Copy ``copy`` of a month item: id suffixed, validity ``copy * days`` days later."""
+    props = dict(item["properties"])
+    for key in ("datetime", "start_datetime", "end_datetime"):
+        text = props.get(key)
+        if isinstance(text, str) and not text.startswith("9999"):
+            when = datetime.fromisoformat(text.replace("Z", "+00:00")) + timedelta(copy * days)
+            props[key] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {**item, "id": f"{item['id']}-{copy}", "properties": props, "links": []}
+
+
+def ensure_static_set(month: DataSet, n_items: int, log: Log) -> Path:
+    """A static collection of ``n_items`` item documents, one file each: copies of the month's
+    items one month apart (assets: the month's files). Returns its folder."""
+    folder = month.www / f"static-{n_items // 1000}k"
+    meta = {"version": DATA_VERSION, "month": month.name, "items": n_items}
+    try:
+        if json.loads((folder / "manifest.json").read_text()) == meta:
+            return folder
+    except (OSError, ValueError):
+        pass
+    began = time.monotonic()
+    log(f"writing data set {folder.name}: {n_items} items, copies of {month.name}")
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "items").mkdir(parents=True)
+    sources = [f for f in month.files if f.item_json]
+    links = []
+    for i in range(n_items):
+        entry = sources[i % len(sources)]
+        item = json.loads((month.www / str(entry.item_json)).read_text())
+        for asset in item["assets"].values():
+            asset["href"] = (month.www / entry.path).as_uri()
+        doc = _shifted(item, i // len(sources), month.month_days)
+        (folder / "items" / f"{doc['id']}.json").write_text(json.dumps(doc))
+        links.append({"rel": "item", "href": f"./items/{doc['id']}.json"})
+    collection = json.loads((month.www / month.name / "collection.json").read_text())
+    collection["links"] = [{"rel": "root", "href": "./collection.json"}, *links]
+    (folder / "collection.json").write_text(json.dumps(collection))
+    (folder / "manifest.json").write_text(json.dumps(meta))
+    log(f"  written in {time.monotonic() - began:.1f} s")
+    return folder
 
 
 def target_collection(item: dict[str, Any], default: str) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote_from_bytes, urlparse
 
 import cql2
 import pystac
@@ -74,33 +75,34 @@ def _item_interval(item: JsonDict) -> tuple[datetime, datetime] | None:
     return _interval(f"{start}/{end}")
 
 
-def _versions(paths: Iterable[Path]) -> dict[Path, tuple[int, int]]:
-    """Inode and modification time of the catalog documents read (item links live in them;
-    atomic rewrites give a new inode even within one clock tick)."""
-    versions = {}
-    for path in paths:
-        try:
-            stat = os.stat(path)
-            versions[path] = (stat.st_ino, stat.st_mtime_ns)
-        except FileNotFoundError:
-            versions[path] = (-1, -1)
-    return versions
+def _version(path: Path) -> tuple[int, int]:
+    """Inode and modification time of a document (atomic rewrites give a new inode even
+    within one clock tick); ``(-1, -1)`` when it is gone."""
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return (-1, -1)
+    return (stat.st_ino, stat.st_mtime_ns)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_SLACK = timedelta(seconds=1)
+
+
+def _micros(value: datetime | None) -> int | None:
+    """``value`` as exact integer microseconds since 1970 (how the index compares times)."""
+    return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
 def _wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
     """The product types a filter can match, when it says so at its top (``product:type`` with
     ``=`` or ``in``, alone or in an ``and``); ``None`` when it does not (any type may match).
     Used to look only at those types' items: the filter still decides."""
-    if not cql:
-        return None
-    op, args = cql.get("op"), cql.get("args") or []
-    if op == "and":
-        for arg in args:
-            found = _wanted_types(arg) if isinstance(arg, dict) else None
-            if found is not None:
-                return found
-        return None
-    if op in ("=", "in") and len(args) == 2 and args[0] == {"property": "product:type"}:
+    for term in _top_terms(cql or {}):
+        op, args = term.get("op"), term.get("args") or []
+        if op not in ("=", "in") or len(args) != 2 or args[0] != {"property": "product:type"}:
+            continue
         value = args[1]
         if op == "=" and isinstance(value, str):
             return frozenset({value})
@@ -109,23 +111,138 @@ def _wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
     return None
 
 
+def _top_terms(cql: JsonDict) -> list[JsonDict]:
+    """The terms a filter requires all of: the arguments of a top ``and``, or itself."""
+    if cql.get("op") == "and":
+        return [arg for arg in cql.get("args") or [] if isinstance(arg, dict)]
+    return [cql]
+
+
+def _time_bounds(cql: JsonDict | None) -> tuple[datetime | None, datetime | None]:
+    """The latest start and earliest end a filter allows, when it requires them with a
+    timestamp (``start_datetime <= T``, ``end_datetime >= T``, as window filters say), each
+    widened by a second (the index keeps a superset: cql2 still decides)."""
+    latest_start = earliest_end = None
+    for term in _top_terms(cql or {}):
+        args = term.get("args") or []
+        if len(args) != 2 or not isinstance(args[1], dict) or "timestamp" not in args[1]:
+            continue
+        try:
+            when = parse_utc(str(args[1]["timestamp"]))
+        except ValueError:
+            continue
+        if term.get("op") in ("<=", "<") and args[0] == {"property": "start_datetime"}:
+            latest_start = when + _SLACK
+        elif term.get("op") in (">=", ">") and args[0] == {"property": "end_datetime"}:
+            earliest_end = when - _SLACK
+    return latest_start, earliest_end
+
+
+_SCHEMA = """
+CREATE TABLE items (
+    pos INTEGER PRIMARY KEY,  -- catalog order
+    kind TEXT, collection TEXT, t0 INTEGER, t1 INTEGER,  -- product type, validity (us)
+    base TEXT NOT NULL,  -- the folder relative asset hrefs start from
+    doc TEXT NOT NULL  -- the item's JSON
+);
+CREATE INDEX items_kind ON items (kind, t0);
+CREATE TABLE docs (path TEXT PRIMARY KEY, ino INTEGER, mtime INTEGER);  -- item documents
+"""
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One item as read: parsed, as text, where from (and its own document's version)."""
+
+    item: JsonDict
+    text: str
+    base: Path
+    path: Path | None = None  # the item's own document, when it has one
+    version: tuple[int, int] = (-1, -1)
+
+
 class _Index:
-    """The items of a static catalog as read, as cql2 sees them, and by product type."""
+    """The items of a static catalog in a private on-disk SQLite database, deleted when closed:
+    product type, collection and validity indexed, each item's JSON kept as text and parsed
+    again only when a search may return it. Memory does not grow with the number of items."""
 
-    def __init__(self, items: list[JsonDict]) -> None:
-        self.items = items
-        self.matchable = [_matchable(item) for item in items]
-        self.by_type: dict[str, list[int]] = {}
-        for i, item in enumerate(items):
-            kind = (item.get("properties") or {}).get("product:type")
-            self.by_type.setdefault(str(kind), []).append(i)
+    def __init__(self) -> None:
+        self._db = sqlite3.connect("", check_same_thread=False)  # "": temporary, on disk
+        self._db.executescript(_SCHEMA)
 
-    def candidates(self, cql: JsonDict | None) -> Iterable[int]:
-        """The positions of the items ``cql`` may match, in catalog order."""
-        types = _wanted_types(cql)
-        if types is None:
-            return range(len(self.items))
-        return sorted(i for kind in types for i in self.by_type.get(kind, ()))
+    @classmethod
+    def build(cls, rows: Iterable[_Row]) -> _Index:
+        """The index of ``rows``, written in one transaction."""
+        index = cls()
+        try:
+            with index._db:
+                for row in rows:
+                    index._add(row)
+        except BaseException:
+            index.close()
+            raise
+        return index
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _add(self, row: _Row) -> None:
+        """Store one item (an item document already stored is skipped: linked twice)."""
+        if row.path is not None:
+            ino, mtime = row.version
+            stored = self._db.execute(
+                "INSERT OR IGNORE INTO docs VALUES (?, ?, ?)", (str(row.path), ino, mtime)
+            )
+            if stored.rowcount == 0:
+                return
+        kind = (row.item.get("properties") or {}).get("product:type")
+        try:
+            span = _item_interval(row.item)
+        except ValueError:  # a validity that is not a timestamp: found by no window
+            span = None
+        self._db.execute(
+            "INSERT INTO items (kind, collection, t0, t1, base, doc) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                None if kind is None else str(kind),
+                row.item.get("collection"),
+                *(_micros(t) for t in span or (None, None)),
+                str(row.base),
+                row.text,
+            ),
+        )
+
+    def changed(self) -> bool:
+        """Whether an item document was changed, replaced or removed since it was read."""
+        rows = self._db.execute("SELECT path, ino, mtime FROM docs")
+        return any(_version(Path(path)) != (ino, mtime) for path, ino, mtime in rows)
+
+    def candidates(
+        self, request: SearchRequest, window: tuple[datetime, datetime] | None
+    ) -> list[tuple[str, str]]:
+        """Folder and JSON text of the items of the request's product types and validity bounds
+        (when its filter says them), collections and window, in catalog order: the filter
+        still decides."""
+        where: list[str] = []
+        params: list[str | int | None] = []
+        types = _wanted_types(request.filter)
+        if types is not None:
+            where.append("kind IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(sorted(types)))
+        if request.collections:
+            where.append("collection IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(list(request.collections)))
+        latest_start, earliest_end = _time_bounds(request.filter)
+        if window is not None:
+            where.append("t0 <= ? AND t1 >= ?")
+            params += [_micros(window[1]), _micros(window[0])]
+        if latest_start is not None:
+            where.append("t0 <= ?")
+            params.append(_micros(latest_start))
+        if earliest_end is not None:
+            where.append("t1 >= ?")
+            params.append(_micros(earliest_end))
+        sql = "SELECT base, doc FROM items" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._db.execute(sql + " ORDER BY pos", params).fetchall()
 
 
 ITEM_RECHECK_S = 1.0
@@ -136,8 +253,7 @@ class _Cache:
     """What was read, and the versions of the documents it came from."""
 
     links: dict[Path, tuple[int, int]]  # catalogs, collections, item collections
-    items: dict[Path, tuple[int, int]]  # one document per item
-    index: _Index
+    index: _Index  # with the versions of the item documents
     checked: float  # when the item documents were last checked (monotonic)
 
 
@@ -148,8 +264,8 @@ def _sort_key(field: str, item: JsonDict) -> str:
 class LocalStacSource:
     """A static STAC catalog, collection or ItemCollection on disk, searched with cql2.
 
-    Items are read once per process (and again when the root file changes); asset hrefs are
-    made absolute ``file://`` URLs.
+    Items are read once per process (and again when a document changes) into an index on disk;
+    asset hrefs are made absolute ``file://`` URLs.
     """
 
     local = True
@@ -174,28 +290,31 @@ class LocalStacSource:
             raise SearchError(f"{self.describe()}: file not found")
         return self.path
 
-    def _walk(self, path: Path, seen: set[Path], item_docs: set[Path]) -> Iterator[JsonDict]:
+    def _walk(self, path: Path, seen: dict[Path, tuple[int, int]]) -> Iterator[_Row]:
+        """The items under ``path``; ``seen`` gets the versions of the other documents read
+        (item documents are leaves: the index keeps theirs)."""
         if path in seen:
             return
-        seen.add(path)
+        version = _version(path)  # before reading: a change while reading shows next time
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
+            doc = json.loads(text)
         except (OSError, ValueError) as exc:
             raise SearchError(f"{self.describe()}: cannot read {path}: {exc}") from None
         kind = doc.get("type")
+        if kind == "Feature":
+            yield _Row(doc, text, path.parent, path, version)
+            return
+        seen[path] = version
         if kind == "FeatureCollection":
             for feature in doc.get("features", []):
-                yield self._absolute(feature, path.parent)
-            return
-        if kind == "Feature":
-            item_docs.add(path)
-            yield self._absolute(doc, path.parent)
+                yield _Row(feature, json.dumps(feature), path.parent)
             return
         for link in doc.get("links", []):
             rel = link.get("rel")
             if rel in {"child", "item"} and "href" in link:
                 target = self._resolve(link["href"], path.parent, follow=rel == "child")
-                yield from self._walk(target, seen, item_docs)
+                yield from self._walk(target, seen)
 
     @staticmethod
     def _resolve(href: str, base: Path, follow: bool = True) -> Path:
@@ -210,55 +329,50 @@ class LocalStacSource:
             raise SearchError(f"static catalog link {href!r} is not a local file")
         return path
 
-    def _absolute(self, item: JsonDict, base: Path) -> JsonDict:
+    @staticmethod
+    def _absolute(item: JsonDict, base: str) -> JsonDict:
+        """``item`` with relative asset hrefs made ``file://`` URLs from the folder ``base``
+        (normalised as :meth:`_resolve` does leaves; quoted as ``Path.as_uri`` does)."""
         for asset in item.get("assets", {}).values():
             href = asset.get("href", "")
             if not urlparse(href).scheme:
-                asset["href"] = self._resolve(href, base, follow=False).as_uri()
+                path = os.path.normpath(os.path.join(base, href))
+                asset["href"] = "file://" + quote_from_bytes(os.fsencode(path))
         return item
 
     def _index(self) -> _Index:
-        """The items, read again when a document that links them changed (checked on every
+        """The index, built again when a document that links items changed (checked on every
         search: items added or removed change one) or an item document changed (checked at
-        most every :data:`ITEM_RECHECK_S`: a catalog of one file per item has thousands)."""
+        most every :data:`ITEM_RECHECK_S`: a catalog of one file per item has thousands).
+        Called with the lock held."""
         root = self._root()
-        with self._lock:
-            cache, now = self._cache, time.monotonic()
-            if (
-                cache is None
-                or cache.links != _versions(cache.links)
-                or (now - cache.checked >= ITEM_RECHECK_S and cache.items != _versions(cache.items))
-            ):
-                seen: set[Path] = set()
-                item_docs: set[Path] = set()
-                items = list(self._walk(root, seen, item_docs))
-                cache = _Cache(
-                    _versions(seen - item_docs), _versions(item_docs), _Index(items), now
-                )
-            elif now - cache.checked >= ITEM_RECHECK_S:
+        cache, now = self._cache, time.monotonic()
+        if cache is not None and all(_version(p) == v for p, v in cache.links.items()):
+            if now - cache.checked < ITEM_RECHECK_S:
+                return cache.index
+            if not cache.index.changed():
                 cache.checked = now
-            self._cache = cache
-            return cache.index
+                return cache.index
+        seen: dict[Path, tuple[int, int]] = {}
+        index = _Index.build(self._walk(root.absolute(), seen))
+        if cache is not None:
+            cache.index.close()
+        self._cache = _Cache(seen, index, now)
+        return index
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
-        index = self._index()
-        expr = cql2.Expr(request.filter) if request.filter else None
         window = _interval(request.datetime) if request.datetime else None
+        with self._lock:
+            rows = self._index().candidates(request, window)
+        expr = cql2.Expr(request.filter) if request.filter else None
         found: list[JsonDict] = []
-        for i in index.candidates(request.filter):
-            item = index.items[i]
-            if request.collections and item.get("collection") not in request.collections:
-                continue
-            if window is not None:
-                span = _item_interval(item)
-                if span is None or span[0] > window[1] or span[1] < window[0]:
-                    continue
-            if expr is not None and not _matches(expr, index.matchable[i]):
-                continue
-            found.append(item)
+        for base, text in rows:
+            item = self._absolute(json.loads(text), base)
+            if expr is None or _matches(expr, _matchable(item)):
+                found.append(item)
         for sort in reversed(request.sortby or ()):
             field = str(sort.get("field", "")).removeprefix("properties.")
             found.sort(key=partial(_sort_key, field), reverse=sort.get("direction") == "desc")
         if request.limit is not None:
             found = found[: request.limit]
-        return [read_item(it) for it in found]
+        return [read_item(it, copy=False) for it in found]
