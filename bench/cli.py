@@ -31,6 +31,7 @@ TARGET_LARGE_X_CURL = 0.8
 TARGET_PEAK_MIB = 200.0
 TARGET_PGSTAC_ITEMS_S = 1000.0
 TARGET_SEARCH_X_FLOOR = 3.0  # issue 12: search + select <= 3x parsing the documents once
+TARGET_STATIC_RSS_MIB = 200.0  # issue 12: a 50,000-item static source, peak RSS
 
 
 def log(text: str) -> None:
@@ -210,6 +211,13 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
         f"{_verdict(ok)}  search + select of the month on its static catalog <= "
         f"{TARGET_SEARCH_X_FLOOR:.0f}x parsing its documents once: {_fmt(ratio, '.1f')}x"
     )
+    static = found.get("static")
+    rss = static.value if static else None
+    ok = None if rss is None else rss <= TARGET_STATIC_RSS_MIB
+    out.append(
+        f"{_verdict(ok)}  search + select on a 50,000-item static source <= "
+        f"{TARGET_STATIC_RSS_MIB:.0f} MiB peak RSS: {_fmt(rss, '.0f')} MiB"
+    )
     pg = found.get("pgstac")
     ok = None if pg is None or pg.value is None else pg.value >= TARGET_PGSTAC_ITEMS_S
     out.append(
@@ -317,6 +325,7 @@ def _run(
         lines = [extras.peak_memory(setup, sets["huge"])]
         if month is not None:
             lines.append(extras.search_select(setup, month))
+            lines.append(extras.static_memory(setup, month))
             lines.append(extras.rerun(setup, month))
             if "dagster" in args.contenders:
                 lines.append(extras.dagster_rerun(setup, month))

@@ -135,6 +135,29 @@ def search_select(setup: Setup, month: DataSet) -> Extra:
     )
 
 
+def static_memory(setup: Setup, month: DataSet, n_items: int = 50_000) -> Extra:
+    """Peak RSS of search + select of one day on a static source of ``n_items`` items (copies
+    of the month), next to the month itself (5,313 documents): memory flat in the items."""
+    from bench.data import ensure_static_set
+
+    big = ensure_static_set(month, n_items, lambda _: None)
+    runs = {}
+    for name, folder in (("month", month.www / month.name), ("big", big)):
+        runs[name] = _worker(setup, "search", [str(folder), "--days", "1"], f"static-{name}.log")
+    if not all(m.ok for m in runs.values()):
+        return Extra("static", "search of one day on the static sets failed")
+    small, large = runs["month"], runs["big"]
+    return Extra(
+        "static",
+        f"search + select of one day on a static source of {n_items:,} items: peak RSS "
+        f"{large.rss_mib:.0f} MiB, {large.report['seconds']:.2f} s (the month's "
+        f"{small.report['documents']} documents: {small.rss_mib:.0f} MiB, "
+        f"{small.report['seconds']:.2f} s)",
+        large.rss_mib,
+        {"big": dict(large.report), "month": dict(small.report)},
+    )
+
+
 @contextlib.contextmanager
 def _pgstac() -> Iterator[Any]:
     """The tests' pgstac fixture (tests/fixtures/pgstac.py), driven outside pytest; raises
