@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,12 +179,13 @@ def ensure_month_set(www: Path, days: int, max_size: int, log: Log) -> DataSet:
 
 def _shifted(item: dict[str, Any], copy: int, days: int) -> dict[str, Any]:
     """Copy ``copy`` of a month item: id suffixed, validity ``copy * days`` days later."""
+    from aux_assets.utils.times import parse_utc, utc_text  # the project's one timestamp form
+
     props = dict(item["properties"])
     for key in ("datetime", "start_datetime", "end_datetime"):
         text = props.get(key)
         if isinstance(text, str) and not text.startswith("9999"):
-            when = datetime.fromisoformat(text.replace("Z", "+00:00")) + timedelta(copy * days)
-            props[key] = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            props[key] = utc_text(parse_utc(text) + timedelta(copy * days))
     return {**item, "id": f"{item['id']}-{copy}", "properties": props, "links": []}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.contenders import Setup
-from bench.data import DataSet
+from bench.data import DataSet, ensure_static_set
 from bench.measure import run_measured
 
 Log = Callable[[str], None]
@@ -138,14 +138,15 @@ def search_select(setup: Setup, month: DataSet) -> Extra:
 def static_memory(setup: Setup, month: DataSet, n_items: int = 50_000) -> Extra:
     """Peak RSS of search + select of one day on a static source of ``n_items`` items (copies
     of the month), next to the month itself (5,313 documents): memory flat in the items."""
-    from bench.data import ensure_static_set
-
     big = ensure_static_set(month, n_items, lambda _: None)
     runs = {}
     for name, folder in (("month", month.www / month.name), ("big", big)):
         runs[name] = _worker(setup, "search", [str(folder), "--days", "1"], f"static-{name}.log")
-    if not all(m.ok for m in runs.values()):
-        return Extra("static", "search of one day on the static sets failed")
+    failed = [m for m in runs.values() if not m.ok or "seconds" not in m.report]
+    if failed:
+        return Extra(
+            "static", f"search of one day on a static set failed: {failed[0].output[-500:]}"
+        )
     small, large = runs["month"], runs["big"]
     return Extra(
         "static",

@@ -323,3 +323,43 @@ def test_an_item_added_to_a_static_catalog_is_seen_by_the_next_search(static_col
     coll.normalize_hrefs(str(static_collection.parent))
     coll.save(pystac.CatalogType.SELF_CONTAINED)
     assert sorted(i.id for i in source.search(SearchRequest(filter=wnd))) == ["ITEM_5", "ITEM_6"]
+
+
+def test_the_static_index_keeps_exact_validity_edges_and_survives_a_broken_date(tmp_path):
+    """The index narrows by the filter's validity bounds to the microsecond edge and cql2
+    decides; an item whose date is not a timestamp is left out, its neighbours still found."""
+
+    def item(ident: str, start: str, end: str) -> dict:
+        props = {
+            "product:type": "AUX_X",
+            "start_datetime": start,
+            "end_datetime": end,
+            "datetime": start,
+        }
+        return {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": ident,
+            "geometry": None,
+            "properties": props,
+            "assets": {},
+            "links": [],
+        }
+
+    features = [
+        item("edge", "2026-01-01T00:00:00.000001Z", "2026-01-02T00:00:00Z"),
+        item("before", "2025-12-30T00:00:00Z", "2025-12-31T23:59:59.999999Z"),
+        item("broken", "not a date", "2026-01-02T00:00:00Z"),
+        item("inside", "2026-01-01T06:00:00Z", "2026-01-01T18:00:00Z"),
+    ]
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    window = window_filter(
+        "AUX_X", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), "intersect"
+    )
+    found = LocalStacSource("auxip", path).search(SearchRequest(filter=window))
+    assert [i.id for i in found] == ["edge", "inside"]
+    cover = window_filter(
+        "AUX_X", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), "cover"
+    )
+    assert LocalStacSource("auxip", path).search(SearchRequest(filter=cover)) == []
