@@ -53,12 +53,19 @@ class DagsterPoolGate:
         return f"{self._step_key}[{source}]"
 
     def _slots(self, pool: str) -> int:
-        """The pool's slot count, giving the pool its default limit when it has none."""
+        """The pool's slot count, giving the pool its default limit when it has none. Runs
+        starting together may both find no limit: the one whose write loses (a unique-key
+        error) takes the limit the other wrote."""
         if pool not in self._storage.get_concurrency_keys():
-            if self._default is not None:
-                self._storage.initialize_concurrency_limit_to_default(pool)
-            else:
-                self._storage.set_concurrency_slots(pool, DEFAULT_POOL_SLOTS)
+            try:
+                if self._default is not None:
+                    self._storage.initialize_concurrency_limit_to_default(pool)
+                else:
+                    self._storage.set_concurrency_slots(pool, DEFAULT_POOL_SLOTS)
+            except Exception:
+                if pool not in self._storage.get_concurrency_keys():
+                    raise
+                return self._storage.get_concurrency_info(pool).slot_count
             self._log(
                 f"pool {pool} had no limit: it now has "
                 f"{self._default if self._default is not None else DEFAULT_POOL_SLOTS} slot(s); "

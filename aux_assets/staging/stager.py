@@ -71,6 +71,7 @@ from aux_assets.utils.names import (
 )
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.stac import read_item
+from aux_assets.utils.tasks import run_all
 from aux_assets.utils.urls import href_file_name, redact_url, strip_userinfo
 
 if TYPE_CHECKING:
@@ -449,9 +450,8 @@ class Stager:
     async def _stage_sources(self, batch: list[_Accepted]) -> list[ItemOutcome]:
         """Stage each source's items concurrently; the outcomes of all of them."""
         by_source = _grouped(batch, "source").items()
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._stage_source(s, p)) for s, p in by_source]
-        return [outcome for task in tasks for outcome in task.result()]
+        staged = await run_all(self._stage_source(s, p) for s, p in by_source)
+        return [outcome for outcomes in staged for outcome in outcomes]
 
     async def _stage_source(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
         """:meth:`_stage_admitted` in a span ``aux.stage`` (source, items, outcomes, bytes)."""

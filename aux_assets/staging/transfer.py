@@ -30,6 +30,7 @@ from aux_assets import tracing
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing
 from aux_assets.utils.checksums import Checksum, Hasher, new_hasher
 from aux_assets.utils.retry import RetryPolicy, retry_after
+from aux_assets.utils.tasks import run_all
 from aux_assets.utils.text import shorten
 from aux_assets.utils.urls import file_path, redact_url, strip_userinfo
 
@@ -241,9 +242,7 @@ class TransferEngine:
         self, requests: Sequence[TransferRequest]
     ) -> list[TransferResult | TransferError]:
         """Fetch all ``requests`` concurrently within the pool limits; results keep their order."""
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._fetch_or_error(r)) for r in requests]
-        return [task.result() for task in tasks]
+        return await run_all(self._fetch_or_error(r) for r in requests)
 
     async def _fetch_or_error(self, request: TransferRequest) -> TransferResult | TransferError:
         try:

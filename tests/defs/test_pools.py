@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy
 
 from aux_assets.defs.pools import DEFAULT_POOL_SLOTS, DagsterPoolGate, pool_name
 from tests.helpers.servers import ConnectionMeter, file_handler, serve
@@ -36,6 +37,31 @@ def test_a_pool_without_limit_gets_the_documented_default_and_admits_one_run_at_
         second.release("prip")  # releasing twice is harmless
         info = instance.event_log_storage.get_concurrency_info(pool_name("auxip"))
         assert info.active_slot_count == 0 and info.pending_step_count == 0
+
+
+def test_a_run_that_loses_the_race_to_create_the_pool_takes_the_limit_the_other_wrote(
+    monkeypatch,
+):
+    """Two runs starting together both find the pool without a limit; the second write fails
+    on the unique key (seen in CI as a failed run). The loser must claim, not fail."""
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        messages: list[str] = []
+        first, second = _gate(instance, "run-1", messages), _gate(instance, "run-2", messages)
+        assert first.claim("auxip", 2) == 2
+        keys = storage.get_concurrency_keys
+        looks = iter([set[str]()])  # run-2's first look predates run-1's write
+        monkeypatch.setattr(storage, "get_concurrency_keys", lambda: next(looks, keys()))
+
+        def insert_again(pool: str, slots: int) -> None:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO concurrency_limits", {}, Exception())
+
+        monkeypatch.setattr(storage, "set_concurrency_slots", insert_again)
+        assert second.claim("auxip", 2) is None  # queued behind run-1, not an IntegrityError
+        assert storage.get_concurrency_info(pool_name("auxip")).slot_count == DEFAULT_POOL_SLOTS
+        assert sum("had no limit" in m for m in messages) == 1  # only the writer says so
+        first.release("auxip")
+        assert second.claim("auxip", 2) == 2
 
 
 def test_slots_share_the_connections_so_the_total_stays_within_the_limit():
