@@ -404,7 +404,8 @@ def plan_windows(
 ) -> dict[str, SearchDocument]:
     """For each window, each product type: candidates, the policy's selection, what is missing.
 
-    Searches run in parallel (I/O bound), one per product type and source.
+    Searches run in parallel (I/O bound), one per product type and source; in this thread
+    when every source is local (read under the GIL, threads would only contend).
     """
     searcher = _Searcher(sources, windows, timeout_s)
 
@@ -414,8 +415,11 @@ def plan_windows(
         except SearchError as exc:
             raise SearchError(f"{spec.product_type}: {exc}") from None
 
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        per_spec = list(pool.map(tracing.in_current_context(run), specs))
+    if all(sources[spec.source].local for spec in specs if spec.source in sources):
+        per_spec = [run(spec) for spec in specs]
+    else:
+        with ThreadPoolExecutor(max_workers=max_workers) as pool:
+            per_spec = list(pool.map(tracing.in_current_context(run), specs))
     documents: dict[str, SearchDocument] = {}
     for i, window in enumerate(windows):
         products = [entries[i] for entries in per_spec]

@@ -28,11 +28,12 @@ from aux_assets.utils.urls import file_path
 # real open-ended files end on 9999-12-31T23:59:59; for matching only, such dates are clamped.
 _CQL2_MAX = "9999-12-30T00:00:00Z"
 _DATE_PROPS = ("datetime", "start_datetime", "end_datetime")
+_UNQUERIED = ("assets", "links")  # not queryables of item search: cql2 need not convert them
 
 
 def _matchable(item: JsonDict) -> JsonDict:
-    """The item as cql2 should see it: far-future dates clamped, and an instant item
-    (``datetime`` only) given ``start_datetime = end_datetime = datetime``."""
+    """The item as cql2 should see it: far-future dates clamped, an instant item (``datetime``
+    only) given ``start_datetime = end_datetime = datetime``, without assets and links."""
     props = dict(item.get("properties") or {})
     if props.get("datetime") and not props.get("start_datetime"):
         props["start_datetime"] = props["datetime"]
@@ -41,7 +42,7 @@ def _matchable(item: JsonDict) -> JsonDict:
     for key in _DATE_PROPS:
         if str(props.get(key) or "") >= "9999-12-30T22":
             props[key] = _CQL2_MAX
-    return {**item, "properties": props}
+    return {k: v for k, v in item.items() if k not in _UNQUERIED} | {"properties": props}
 
 
 def _matches(expr: cql2.Expr, matchable: JsonDict) -> bool:
@@ -75,7 +76,7 @@ def _item_interval(item: JsonDict) -> tuple[datetime, datetime] | None:
     return _interval(f"{start}/{end}")
 
 
-def _version(path: Path) -> tuple[int, int]:
+def _version(path: str) -> tuple[int, int]:
     """Inode and modification time of a document (atomic rewrites give a new inode even
     within one clock tick); ``(-1, -1)`` when it is gone."""
     try:
@@ -83,6 +84,14 @@ def _version(path: Path) -> tuple[int, int]:
     except FileNotFoundError:
         return (-1, -1)
     return (stat.st_ino, stat.st_mtime_ns)
+
+
+def _read(path: str) -> tuple[str, tuple[int, int]]:
+    """A document's text and its version, taken from the open file before reading it (a
+    change while reading shows next time)."""
+    with open(path, encoding="utf-8") as file:
+        stat = os.fstat(file.fileno())
+        return file.read(), (stat.st_ino, stat.st_mtime_ns)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -143,11 +152,13 @@ CREATE TABLE items (
     pos INTEGER PRIMARY KEY,  -- catalog order
     kind TEXT, collection TEXT, t0 INTEGER, t1 INTEGER,  -- product type, validity (us)
     base TEXT NOT NULL,  -- the folder relative asset hrefs start from
-    doc TEXT NOT NULL  -- the item's JSON
+    doc TEXT NOT NULL,  -- the item's JSON
+    path TEXT UNIQUE, ino INTEGER, mtime INTEGER  -- its own document and version, if any
 );
 CREATE INDEX items_kind ON items (kind, t0);
-CREATE TABLE docs (path TEXT PRIMARY KEY, ino INTEGER, mtime INTEGER);  -- item documents
 """
+_INSERT = "INSERT OR IGNORE INTO items VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_BATCH = 1000  # rows per executemany
 
 
 @dataclass(frozen=True)
@@ -156,9 +167,21 @@ class _Row:
 
     item: JsonDict
     text: str
-    base: Path
-    path: Path | None = None  # the item's own document, when it has one
+    base: str
+    path: str | None = None  # the item's own document, when it has one
     version: tuple[int, int] = (-1, -1)
+
+    def values(self) -> tuple[str | int | None, ...]:
+        """The row's columns after ``pos``."""
+        kind = (self.item.get("properties") or {}).get("product:type")
+        try:
+            span = _item_interval(self.item)
+        except ValueError:  # a validity that is not a timestamp: found by no window
+            span = None
+        t0, t1 = (_micros(t) for t in span or (None, None))
+        collection = self.item.get("collection")
+        kind_text = None if kind is None else str(kind)
+        return (kind_text, collection, t0, t1, self.base, self.text, self.path, *self.version)
 
 
 class _Index:
@@ -172,12 +195,18 @@ class _Index:
 
     @classmethod
     def build(cls, rows: Iterable[_Row]) -> _Index:
-        """The index of ``rows``, written in one transaction."""
+        """The index of ``rows``, written in one transaction, :data:`_BATCH` rows at a time (an
+        item document linked twice is stored once: its path is unique)."""
         index = cls()
         try:
             with index._db:
+                batch: list[tuple[str | int | None, ...]] = []
                 for row in rows:
-                    index._add(row)
+                    batch.append(row.values())
+                    if len(batch) == _BATCH:
+                        index._db.executemany(_INSERT, batch)
+                        batch.clear()
+                index._db.executemany(_INSERT, batch)
         except BaseException:
             index.close()
             raise
@@ -186,35 +215,10 @@ class _Index:
     def close(self) -> None:
         self._db.close()
 
-    def _add(self, row: _Row) -> None:
-        """Store one item (an item document already stored is skipped: linked twice)."""
-        if row.path is not None:
-            ino, mtime = row.version
-            stored = self._db.execute(
-                "INSERT OR IGNORE INTO docs VALUES (?, ?, ?)", (str(row.path), ino, mtime)
-            )
-            if stored.rowcount == 0:
-                return
-        kind = (row.item.get("properties") or {}).get("product:type")
-        try:
-            span = _item_interval(row.item)
-        except ValueError:  # a validity that is not a timestamp: found by no window
-            span = None
-        self._db.execute(
-            "INSERT INTO items (kind, collection, t0, t1, base, doc) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                None if kind is None else str(kind),
-                row.item.get("collection"),
-                *(_micros(t) for t in span or (None, None)),
-                str(row.base),
-                row.text,
-            ),
-        )
-
     def changed(self) -> bool:
         """Whether an item document was changed, replaced or removed since it was read."""
-        rows = self._db.execute("SELECT path, ino, mtime FROM docs")
-        return any(_version(Path(path)) != (ino, mtime) for path, ino, mtime in rows)
+        rows = self._db.execute("SELECT path, ino, mtime FROM items WHERE path IS NOT NULL")
+        return any(_version(path) != (ino, mtime) for path, ino, mtime in rows)
 
     def candidates(
         self, request: SearchRequest, window: tuple[datetime, datetime] | None
@@ -252,7 +256,7 @@ ITEM_RECHECK_S = 1.0
 class _Cache:
     """What was read, and the versions of the documents it came from."""
 
-    links: dict[Path, tuple[int, int]]  # catalogs, collections, item collections
+    links: dict[str, tuple[int, int]]  # catalogs, collections, item collections
     index: _Index  # with the versions of the item documents
     checked: float  # when the item documents were last checked (monotonic)
 
@@ -290,44 +294,44 @@ class LocalStacSource:
             raise SearchError(f"{self.describe()}: file not found")
         return self.path
 
-    def _walk(self, path: Path, seen: dict[Path, tuple[int, int]]) -> Iterator[_Row]:
-        """The items under ``path``; ``seen`` gets the versions of the other documents read
-        (item documents are leaves: the index keeps theirs)."""
+    def _walk(self, path: str, seen: dict[str, tuple[int, int]]) -> Iterator[_Row]:
+        """The items under the absolute ``path``; ``seen`` gets the versions of the other
+        documents read (item documents are leaves: the index keeps theirs). Paths are strings:
+        a catalog of one file per item has thousands."""
         if path in seen:
             return
-        version = _version(path)  # before reading: a change while reading shows next time
         try:
-            text = path.read_text(encoding="utf-8")
+            text, version = _read(path)
             doc = json.loads(text)
         except (OSError, ValueError) as exc:
             raise SearchError(f"{self.describe()}: cannot read {path}: {exc}") from None
-        kind = doc.get("type")
+        kind, folder = doc.get("type"), os.path.dirname(path)
         if kind == "Feature":
-            yield _Row(doc, text, path.parent, path, version)
+            yield _Row(doc, text, folder, path, version)
             return
         seen[path] = version
         if kind == "FeatureCollection":
             for feature in doc.get("features", []):
-                yield _Row(feature, json.dumps(feature), path.parent)
+                yield _Row(feature, json.dumps(feature), folder)
             return
         for link in doc.get("links", []):
             rel = link.get("rel")
             if rel in {"child", "item"} and "href" in link:
-                target = self._resolve(link["href"], path.parent, follow=rel == "child")
+                target = self._resolve(link["href"], folder, follow=rel == "child")
                 yield from self._walk(target, seen)
 
     @staticmethod
-    def _resolve(href: str, base: Path, follow: bool = True) -> Path:
-        """The path ``href`` names from ``base``: symlinks resolved when ``follow`` (catalog
-        links, which could loop); items and assets are leaves, normalised only (a catalog of
-        one file per item has thousands; a transfer opens the path it is given)."""
+    def _resolve(href: str, base: str, follow: bool = True) -> str:
+        """The path ``href`` names from the folder ``base``: symlinks resolved when ``follow``
+        (catalog links, which could loop); items and assets are leaves, normalised only (a
+        transfer opens the path it is given)."""
         if "://" not in href:
-            joined = base / href
-            return joined.resolve() if follow else Path(os.path.normpath(joined))
+            joined = os.path.join(base, href)
+            return os.path.realpath(joined) if follow else os.path.normpath(joined)
         path = file_path(href)
         if path is None:
             raise SearchError(f"static catalog link {href!r} is not a local file")
-        return path
+        return str(path)
 
     @staticmethod
     def _absolute(item: JsonDict, base: str) -> JsonDict:
@@ -353,8 +357,8 @@ class LocalStacSource:
             if not cache.index.changed():
                 cache.checked = now
                 return cache.index
-        seen: dict[Path, tuple[int, int]] = {}
-        index = _Index.build(self._walk(root.absolute(), seen))
+        seen: dict[str, tuple[int, int]] = {}
+        index = _Index.build(self._walk(str(root.absolute()), seen))
         if cache is not None:
             cache.index.close()
         self._cache = _Cache(seen, index, now)
