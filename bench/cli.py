@@ -32,6 +32,7 @@ TARGET_PEAK_MIB = 200.0
 TARGET_PGSTAC_ITEMS_S = 1000.0
 TARGET_SEARCH_X_FLOOR = 3.0  # issue 12: search + select <= 3x parsing the documents once
 TARGET_STATIC_RSS_MIB = 200.0  # issue 12: a 50,000-item static source, peak RSS
+TARGET_STAC_X_RAW = 1.2  # issue 12: search + select in pgstac <= 1.2x raw pystac-client paging
 
 
 def log(text: str) -> None:
@@ -217,6 +218,13 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
     out.append(
         f"{_verdict(ok)}  search + select on a 50,000-item static source <= "
         f"{TARGET_STATIC_RSS_MIB:.0f} MiB peak RSS: {_fmt(rss, '.0f')} MiB"
+    )
+    stac = found.get("stac-search")
+    ratio = stac.value if stac else None
+    ok = None if ratio is None else ratio <= TARGET_STAC_X_RAW
+    out.append(
+        f"{_verdict(ok)}  search + select of the month in pgstac <= {TARGET_STAC_X_RAW}x raw "
+        f"pystac-client paging of the same requests: {_fmt(ratio, '.2f')}x"
     )
     pg = found.get("pgstac")
     ok = None if pg is None or pg.value is None else pg.value >= TARGET_PGSTAC_ITEMS_S

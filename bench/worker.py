@@ -3,7 +3,8 @@
 Modes: ``engine`` (the transfer engine alone, verification on), ``stager`` (dedupe, transfer,
 verify, store, register with a local catalog and storage), ``dagster`` (the three assets over a
 range of days), ``search`` (search and select of a range of days on the static month, next to
-parsing each of its JSON documents once), ``idle`` (imports only: the baseline of the memory
+parsing each of its JSON documents once), ``stac-search`` (the same against a STAC API, next to
+raw pystac-client paging of the same requests), ``idle`` (imports only: the baseline of the memory
 figure). The last line printed
 is a JSON report; the benchmark measures time, CPU and memory from outside.
 """
@@ -190,6 +191,8 @@ def _search(root: Path, days: int) -> dict[str, Any]:
     from aux_assets.products import DEMO_PRODUCTS_FILE, load_products
     from aux_assets.sources.static import LocalStacSource
 
+    for path in root.rglob("*.json"):  # into the page cache: the search reads them warm too
+        path.read_bytes()
     started = time.perf_counter()
     documents = sum(1 for path in root.rglob("*.json") if json.loads(path.read_bytes()))
     floor = time.perf_counter() - started
@@ -203,15 +206,86 @@ def _search(root: Path, days: int) -> dict[str, Any]:
     return {"documents": documents, "floor_s": floor, "seconds": seconds, "selected": selected}
 
 
+def _stac_search(url: str, days: int, repeats: int) -> dict[str, Any]:
+    """Search and select ``days`` days from 2026-01-01 against the STAC API at ``url`` with the
+    demo products file (``plan_windows``, as the search asset does), next to raw pystac-client
+    paging of the requests it sent (dicts, as many threads); in alternation, the median."""
+    import statistics
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pystac_client import Client
+
+    from aux_assets.planning import plan_windows, windows_of
+    from aux_assets.products import DEMO_PRODUCTS_FILE, load_products
+    from aux_assets.sources.base import SearchRequest
+    from aux_assets.sources.stac_api import PAGE_SIZE, StacApiSource
+
+    specs = load_products(DEMO_PRODUCTS_FILE).products
+    windows = windows_of([(date(2026, 1, 1) + timedelta(days=d)).isoformat() for d in range(days)])
+    sent: list[SearchRequest] = []
+
+    class Recorded(StacApiSource):
+        def search(self, request: SearchRequest) -> list[Any]:
+            sent.append(request)
+            return super().search(request)
+
+    def ours() -> tuple[float, int]:
+        source = StacApiSource("auxip", url)
+        started = time.perf_counter()
+        plans = plan_windows(specs, windows, {"auxip": source, "catalog": source})
+        seconds = time.perf_counter() - started
+        return seconds, sum(
+            len(p["selected"]["features"]) for d in plans.values() for p in d["products"]
+        )
+
+    def raw() -> tuple[float, int]:
+        started = time.perf_counter()
+        client = Client.open(url)
+
+        def page(request: SearchRequest) -> int:
+            search = client.search(
+                method="POST", filter=request.filter, limit=PAGE_SIZE,
+                collections=list(request.collections) if request.collections else None,
+                datetime=request.datetime,
+            )  # fmt: skip
+            return sum(len(p.get("features", [])) for p in search.pages_as_dicts())
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = sum(pool.map(page, sent))
+        return time.perf_counter() - started, found
+
+    recorder = Recorded("auxip", url)
+    plan_windows(specs, windows, {"auxip": recorder, "catalog": recorder})  # warm-up, records
+    timings: dict[str, list[float]] = {"ours": [], "raw": []}
+    counts: dict[str, int] = {}
+    for _ in range(repeats):
+        for name, measure in (("ours", ours), ("raw", raw)):
+            seconds, counts[name] = measure()
+            timings[name].append(seconds)
+    return {
+        "requests": len(sent),
+        "found": counts["raw"],
+        "selected": counts["ours"],
+        "seconds": statistics.median(timings["ours"]),
+        "raw_s": statistics.median(timings["raw"]),
+        "runs": timings,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
-    parser.add_argument("mode", choices=["engine", "stager", "dagster", "search", "idle"])
-    parser.add_argument("items", type=Path, nargs="?", help="ItemCollection of the set")
+    parser.add_argument(
+        "mode", choices=["engine", "stager", "dagster", "search", "stac-search", "idle"]
+    )
+    parser.add_argument(
+        "items", nargs="?", help="ItemCollection of the set (search: its folder; stac-search: URL)"
+    )
     parser.add_argument("out", type=Path, nargs="?", help="output folder (absent or empty)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--collection", default="bench", help="target collection (random sets)")
     parser.add_argument("--days", type=int, default=30, help="dagster: days from 2026-01-01")
     parser.add_argument("--rerun", action="store_true", help="stage a second time, report both")
+    parser.add_argument("--repeats", type=int, default=3, help="stac-search: runs of each")
     args = parser.parse_args(argv)
     report: dict[str, Any]
     if args.mode == "idle":
@@ -221,16 +295,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.mode == "search":
         if args.items is None:
             parser.error("search needs the folder of the static month")
-        report = _search(args.items, args.days)
+        report = _search(Path(args.items), args.days)
+    elif args.mode == "stac-search":
+        if args.items is None:
+            parser.error("stac-search needs the URL of the STAC API")
+        report = _stac_search(args.items, args.days, args.repeats)
     elif args.items is None or args.out is None:
         parser.error(f"{args.mode} needs ITEMS and OUT")
     elif args.mode == "engine":
-        report = asyncio.run(_engine(_items(args.items), args.out, args.concurrency))
+        report = asyncio.run(_engine(_items(Path(args.items)), args.out, args.concurrency))
     elif args.mode == "stager":
-        items = _items(args.items)
+        items = _items(Path(args.items))
         report = _stager(items, args.out, args.concurrency, args.collection, args.rerun)
     else:
-        report = _dagster(args.items, args.out, args.concurrency, args.days, args.rerun)
+        report = _dagster(Path(args.items), args.out, args.concurrency, args.days, args.rerun)
     print(json.dumps(report))
     return 0
 
