@@ -33,6 +33,7 @@ TARGET_PGSTAC_ITEMS_S = 1000.0
 TARGET_SEARCH_X_FLOOR = 3.0  # issue 12: search + select <= 3x parsing the documents once
 TARGET_STATIC_RSS_MIB = 200.0  # issue 12: a 50,000-item static source, peak RSS
 TARGET_STAC_X_RAW = 1.2  # issue 12: search + select in pgstac <= 1.2x raw pystac-client paging
+TARGET_BACKFILL_S = 1.0  # issue 12: a 365-day backfill through webserver + daemon, per partition
 
 
 def log(text: str) -> None:
@@ -57,6 +58,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--month-max-size", type=int, default=MONTH_MAX_SIZE, metavar="BYTES")
     p.add_argument("--pgstac-items", type=int, help="items registered in pgstac (default 5000)")
     p.add_argument("--no-pgstac", action="store_true", help="skip the pgstac line")
+    p.add_argument("--backfill-days", type=int, help="days of the backfill row (default 365)")
     p.add_argument("--no-extras", action="store_true", help="only the table")
     p.add_argument("--data-dir", type=Path, default=data.default_data_dir())
     p.add_argument("--work-dir", type=Path, help="outputs (default /dev/shm when it has room)")
@@ -66,11 +68,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.month_days = args.month_days or (3 if args.quick else 30)
     args.pgstac_items = args.pgstac_items or (1000 if args.quick else 5000)
+    args.backfill_days = args.backfill_days or (30 if args.quick else 365)
     args.sets = [s for s in args.sets.split(",") if s]
     args.contenders = [c for c in args.contenders.split(",") if c]
     bad = [s for s in args.sets if s not in ("tiny", "small", "large", "month")]
     bad += [c for c in args.contenders if c not in contenders.ALL]
-    if bad or args.repeats < 1 or args.concurrency < 1:
+    if bad or args.repeats < 1 or args.concurrency < 1 or args.backfill_days < 1:
         p.error(f"unknown set or contender, or a count below 1: {', '.join(bad) or 'see above'}")
     return args
 
@@ -226,6 +229,13 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
         f"{_verdict(ok)}  search + select of the month in pgstac <= {TARGET_STAC_X_RAW}x raw "
         f"pystac-client paging of the same requests: {_fmt(ratio, '.2f')}x"
     )
+    filled = found.get("backfill")
+    per = filled.value if filled else None
+    ok = None if per is None else per <= TARGET_BACKFILL_S
+    out.append(
+        f"{_verdict(ok)}  a backfill through the webserver and daemon <= {TARGET_BACKFILL_S:.0f} s "
+        f"per partition: {_fmt(per, '.2f')} s"
+    )
     pg = found.get("pgstac")
     ok = None if pg is None or pg.value is None else pg.value >= TARGET_PGSTAC_ITEMS_S
     out.append(
@@ -329,7 +339,7 @@ def _run(
         rows.extend(set_rows.values())
     found: dict[str, extras.Extra] = {}
     if not args.no_extras:
-        log("extras: memory, re-run, pgstac")
+        log("extras: memory, search, re-run, backfill, pgstac")
         lines = [extras.peak_memory(setup, sets["huge"])]
         if month is not None:
             lines.append(extras.search_select(setup, month))
@@ -337,6 +347,7 @@ def _run(
             lines.append(extras.rerun(setup, month))
             if "dagster" in args.contenders:
                 lines.append(extras.dagster_rerun(setup, month))
+        lines.append(extras.backfill(setup, args.backfill_days, log))
         if args.no_pgstac:
             lines.append(extras.Extra("pgstac", "SKIPPED: --no-pgstac"))
         else:

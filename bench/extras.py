@@ -7,6 +7,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import shutil
 import statistics
 import tempfile
@@ -14,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -281,3 +283,51 @@ def pgstac_registration(
             {"lookups": lookups, "seconds": lookup_s, "found": len(found)},
         ),
     ]
+
+
+DEPLOY_INSTANCE = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+
+
+def _bench_instance() -> str:
+    """deploy/dagster.yaml's concurrency and monitoring settings, on the default SQLite storage
+    (the benchmark has no PostgreSQL for Dagster's own storage)."""
+    text = DEPLOY_INSTANCE.read_text()
+    start = text.index("concurrency:")
+    return text[start:]
+
+
+def backfill(setup: Setup, days: int, log: Log) -> Extra:
+    """A backfill of the last ``days`` daily partitions of the three assets on the embedded
+    default, launched through the real webserver's GraphQL and run by the real daemon with the
+    deploy/ instance settings: seconds per partition, launch to the backfill's end."""
+    from tests.helpers.dagster_servers import BINARIES, ServersNotReady, dagster_servers
+
+    if not all(b.exists() for b in BINARIES):
+        return Extra("backfill", "SKIPPED: dagster-webserver/dagster-daemon are not installed")
+    last = date.today() - timedelta(days=1)
+    keys = [(last - timedelta(days=n)).isoformat() for n in reversed(range(days))]
+    root = Path(tempfile.mkdtemp(prefix="aux-backfill-", dir=setup.work))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUX_")}
+    env |= {"AUX_ASSETS_HOME": str(root / "home"), "AUX_PARTITIONS_START": keys[0]}
+    try:
+        began = time.monotonic()
+        with dagster_servers(root, env, _bench_instance()) as servers:
+            log(f"  webserver + daemon up in {time.monotonic() - began:.1f} s")
+            done, seconds = servers.backfill(keys, timeout_s=3600)
+    except ServersNotReady as exc:
+        return Extra("backfill", f"backfill failed: {str(exc)[-500:]}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    runs = done.get("runs") or []
+    statuses = sorted({r["status"] for r in runs})
+    per = seconds / days
+    return Extra(
+        "backfill",
+        f"backfill of {days} days x 3 assets on the embedded default through the webserver and "
+        f"daemon: {done.get('status')} in {seconds:.0f} s = {per:.2f} s per partition, "
+        f"{len(runs)} range run(s) ({', '.join(statuses)})",
+        per
+        if done.get("status") in {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
+        else None,
+        {"seconds": seconds, "runs": len(runs), "status": done.get("status"), "statuses": statuses},
+    )

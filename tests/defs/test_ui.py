@@ -13,27 +13,29 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.servers_required import free_port, unavailable
+from tests.fixtures.servers_required import unavailable
+from tests.helpers.dagster_servers import (
+    ASSET_KEYS,
+    BINARIES,
+    LOCATION,
+    REPO,
+    DagsterServers,
+    ServersNotReady,
+    dagster_servers,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-VENV_BIN = REPO / ".venv" / "bin"
-LOCATION = "aux_assets.definitions"
 REPOSITORY = "__repository__"
-ASSET_KEYS = ("aux_search_results", "aux_staged_items", "aux_catalog_items")
 DAYS = [(date(2026, 1, 1) + timedelta(days=n)).isoformat() for n in range(7)]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = REPO / "docs" / "asset-graph.png"
@@ -100,141 +102,43 @@ def write_source(sample: Path, target: Path) -> list[dict[str, Any]]:
 
 
 @dataclass
-class Servers:
-    """The running webserver (GraphQL at ``url``) and its environment."""
+class Servers(DagsterServers):
+    """The running servers, and the file source they read."""
 
-    port: int
-    source: Path
-    features: list[dict[str, Any]]
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def gql(self, query: str, timeout: float = 60, **variables: Any) -> dict[str, Any]:
-        """POST one GraphQL query; its ``data`` (GraphQL errors fail the test)."""
-        body = json.dumps({"query": query, "variables": variables}).encode()
-        request = urllib.request.Request(
-            f"{self.url}/graphql", body, {"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            doc = json.loads(response.read())
-        assert not doc.get("errors"), doc["errors"]
-        return doc["data"]
-
-
-DAEMONS = """
-{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }
-"""
-LOCATIONS = """
-{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
-  locationOrLoadError { __typename ... on PythonError { message } } } } } }
-"""
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate the process group, then kill it after 20 s."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _ready(servers: Servers, daemons: bool) -> str:
-    """ "" when the location is loaded (and, with ``daemons``, the daemons are healthy)."""
-    entries = servers.gql(LOCATIONS, timeout=10)["workspaceOrError"]["locationEntries"]
-    loaded = [e for e in entries if e["name"] == LOCATION and e["loadStatus"] == "LOADED"]
-    if not loaded:
-        return json.dumps(entries)
-    error = loaded[0]["locationOrLoadError"]
-    assert error["__typename"] == "RepositoryLocation", error
-    if not daemons:
-        return ""
-    health = servers.gql(DAEMONS, timeout=10)["instance"]["daemonHealth"]["allDaemonStatuses"]
-    unhealthy = [d["daemonType"] for d in health if d["required"] and not d["healthy"]]
-    return f"daemons not healthy yet: {unhealthy}" if unhealthy else ""
-
-
-def _wait_ready(
-    servers: Servers, procs: list[subprocess.Popen[bytes]], logs: Path, daemons: bool
-) -> None:
-    deadline = time.monotonic() + 180
-    last = "not started"
-    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
-        try:
-            last = _ready(servers, daemons)
-        except (OSError, urllib.error.URLError) as exc:
-            last = str(exc)
-        if not last:
-            return
-        time.sleep(1)
-    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
-    pytest.fail(f"the Dagster webserver/daemon did not get ready: {last}\n{tails}")
+    source: Path = Path()
+    features: list[dict[str, Any]] = field(default_factory=list)
 
 
 @pytest.fixture(scope="module")
 def servers(shared_sample: Path) -> Iterator[Servers]:
     """dagster-webserver + dagster-daemon on a temp DAGSTER_HOME and a file auxip source."""
-    binaries = [VENV_BIN / "dagster-webserver", VENV_BIN / "dagster-daemon"]
-    missing = [str(b) for b in binaries if not b.exists()]
+    missing = [str(b) for b in BINARIES if not b.exists()]
     if missing:
         unavailable(f"{', '.join(missing)} not installed; run scripts/setup")
     root = Path(tempfile.mkdtemp(prefix="aux-ui-"))
-    dagster_home, home, work, logs = (root / n for n in ("dagster", "home", "work", "logs"))
-    for folder in (dagster_home, home, work, logs):
-        folder.mkdir()
-    (dagster_home / "dagster.yaml").write_text(DAGSTER_YAML)
+    home = root / "home"
+    home.mkdir()
     (home / "sample").symlink_to(shared_sample, target_is_directory=True)
     source = root / "auxip.json"
     features = write_source(shared_sample, source)
     (root / "products.yaml").write_text(PRODUCTS)
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
         "AUX_ASSETS_HOME": str(home),
         "AUX_AUXIP_URL": source.as_uri(),
         "AUX_PRODUCTS_FILE": str(root / "products.yaml"),
         "AUX_SENSOR_LOOKBACK_DAYS": "7",
         "AUX_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_S),
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
     env.pop("AUX_PARTITIONS_START", None)
-    port = free_port()
-    commands = {
-        "webserver": [str(binaries[0]), "-h", "127.0.0.1", "-p", str(port), "-m", LOCATION],
-        "daemon": [str(binaries[1]), "run", "-m", LOCATION],
-    }
-    procs: list[subprocess.Popen[bytes]] = []
     try:
         started = time.monotonic()
-        result = Servers(port, source, features)
-        # One after the other: both would create the SQLite schema of DAGSTER_HOME at once.
-        for name, command in commands.items():
-            with (logs / f"{name}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        command,
-                        cwd=work,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
-            _wait_ready(result, procs, logs, daemons=name == "daemon")
-        print(f"\nwebserver + daemon up in {time.monotonic() - started:.1f} s on port {port}")
-        yield result
+        with dagster_servers(root, env, DAGSTER_YAML) as running:
+            print(f"\nwebserver + daemon up in {time.monotonic() - started:.1f} s")
+            yield Servers(running.port, running.dagster_home, running.logs, source, features)
+    except ServersNotReady as exc:
+        pytest.fail(str(exc), pytrace=False)
     finally:
-        for proc in procs:
-            _stop(proc)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -254,16 +158,6 @@ def test_code_location_lists_assets_job_schedule_sensor(servers: Servers) -> Non
     assert "aux_new_products_sensor" in {s["name"] for s in repo["sensors"]}
 
 
-LAUNCH_BACKFILL = """
-mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message stack }
-  ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }
-"""
-BACKFILL = """
-query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
-  ... on PartitionBackfill { status numPartitions timestamp endTimestamp error { message }
-    runs(limit: 100) { runId status tags { key value } } } } }
-"""
 MATERIALIZATIONS = """
 query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) {
   ... on Asset { assetMaterializations(partitions: $partitions) { partition runId
@@ -273,25 +167,10 @@ POOLS = """
 query { instance { concurrencyLimits { concurrencyKey slotCount usingDefaultLimit
   activeSlotCount pendingStepCount } } }
 """
-TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
 def test_backfill_of_seven_days_runs_as_one_range_run(servers: Servers) -> None:
-    params = {
-        "partitionNames": DAYS,
-        "assetSelection": [{"path": [key]} for key in ASSET_KEYS],
-        "fromFailure": False,
-    }
-    began = time.monotonic()
-    launched = servers.gql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill: dict[str, Any] = {}
-    while time.monotonic() - began < 600:
-        backfill = servers.gql(BACKFILL, id=launched["backfillId"])["partitionBackfillOrError"]
-        if backfill["status"] in TERMINAL:
-            break
-        time.sleep(2)
-    wall = time.monotonic() - began
+    backfill, wall = servers.backfill(DAYS)
     assert backfill.get("status") in {"COMPLETED", "COMPLETED_SUCCESS"}, backfill
     runs = backfill["runs"]
     print(
