@@ -208,34 +208,24 @@ def targets(rows: list[Row], found: dict[str, extras.Extra]) -> list[str]:
         f"1,000 items (rounded up: {_fmt(allowed, 'd')} allowed): "
         + ("bytes moved" if value == float("inf") else f"{_fmt(value, '.2f')} per 1,000 items")
     )
-    search = found.get("search")
-    ratio = search.value if search else None
-    ok = None if ratio is None else ratio <= TARGET_SEARCH_X_FLOOR
-    out.append(
-        f"{_verdict(ok)}  search + select of the month on its static catalog <= "
-        f"{TARGET_SEARCH_X_FLOOR:.0f}x parsing its documents once: {_fmt(ratio, '.1f')}x"
-    )
-    static = found.get("static")
-    rss = static.value if static else None
-    ok = None if rss is None else rss <= TARGET_STATIC_RSS_MIB
-    out.append(
-        f"{_verdict(ok)}  search + select on a 50,000-item static source <= "
-        f"{TARGET_STATIC_RSS_MIB:.0f} MiB peak RSS: {_fmt(rss, '.0f')} MiB"
-    )
-    stac = found.get("stac-search")
-    ratio = stac.value if stac else None
-    ok = None if ratio is None else ratio <= TARGET_STAC_X_RAW
-    out.append(
-        f"{_verdict(ok)}  search + select of the month in pgstac <= {TARGET_STAC_X_RAW}x raw "
-        f"pystac-client paging of the same requests: {_fmt(ratio, '.2f')}x"
-    )
-    filled = found.get("backfill")
-    per = filled.value if filled else None
-    ok = None if per is None else per <= TARGET_BACKFILL_S
-    out.append(
-        f"{_verdict(ok)}  a backfill through the webserver and daemon <= {TARGET_BACKFILL_S:.0f} s "
-        f"per partition: {_fmt(per, '.2f')} s"
-    )
+    at_most = (
+        ("search", TARGET_SEARCH_X_FLOOR, ".1f", "x",
+         f"search + select of the month on its static catalog <= {TARGET_SEARCH_X_FLOOR:.0f}x "
+         "parsing its documents once"),
+        ("static", TARGET_STATIC_RSS_MIB, ".0f", " MiB",
+         f"search + select on a 50,000-item static source <= {TARGET_STATIC_RSS_MIB:.0f} MiB "
+         "peak RSS"),
+        ("stac-search", TARGET_STAC_X_RAW, ".2f", "x",
+         f"search + select of the month in pgstac <= {TARGET_STAC_X_RAW}x raw pystac-client "
+         "paging of the same requests"),
+        ("backfill", TARGET_BACKFILL_S, ".2f", " s",
+         f"a backfill through the webserver and daemon <= {TARGET_BACKFILL_S:.0f} s per partition"),
+    )  # fmt: skip
+    for name, target, spec, unit, label in at_most:
+        extra = found.get(name)
+        value = extra.value if extra else None
+        ok = None if value is None else value <= target
+        out.append(f"{_verdict(ok)}  {label}: {_fmt(value, spec)}{unit}")
     pg = found.get("pgstac")
     ok = None if pg is None or pg.value is None else pg.value >= TARGET_PGSTAC_ITEMS_S
     out.append(

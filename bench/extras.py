@@ -296,6 +296,9 @@ def _bench_instance() -> str:
     return text[start:]
 
 
+_BACKFILL_ENDED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
+
+
 def backfill(setup: Setup, days: int, log: Log) -> Extra:
     """A backfill of the last ``days`` daily partitions of the three assets on the embedded
     default, launched through the real webserver's GraphQL and run by the real daemon with the
@@ -326,8 +329,6 @@ def backfill(setup: Setup, days: int, log: Log) -> Extra:
         f"backfill of {days} days x 3 assets on the embedded default through the webserver and "
         f"daemon: {done.get('status')} in {seconds:.0f} s = {per:.2f} s per partition, "
         f"{len(runs)} range run(s) ({', '.join(statuses)})",
-        per
-        if done.get("status") in {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED"}
-        else None,
+        per if done.get("status") in _BACKFILL_ENDED else math.inf,  # failed or still running
         {"seconds": seconds, "runs": len(runs), "status": done.get("status"), "statuses": statuses},
     )
