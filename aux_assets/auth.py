@@ -5,14 +5,17 @@ Every credential is bound to origins (``scheme://host[:port]``) and sent nowhere
 answered 401 is sent once more after the credentials renewed themselves (:func:`renewing`);
 searches, catalog requests and transfers all follow that rule.
 
-One :class:`OAuth2Auth` per source is shared by every search (threads, ``requests``) and transfer
-(asyncio, ``aiohttp``). It fetches a token on first use (password grant when a username and
-password are set, else client credentials), renews it before it expires (with the refresh token
-while that is valid, else the original grant) and, after a 401, renews it once for all the
-requests that used the rejected token; a failed token request is re-raised, not repeated, for
-``FAILURE_HOLD_S``. A provider counting one token as one session (CDSE: at most 100, eodag #858)
-therefore sees one session per source and process, not one per product, and a wrong password one
-failed login.
+One OAuth2 token per account (token endpoint, client id, username, scope) and process is shared
+by every :class:`OAuth2Auth` configured for it (:func:`auth_from_env`: a source and the catalog
+may share one), and so by every search (threads, ``requests``) and transfer (asyncio,
+``aiohttp``). It is fetched on first use (password grant when a username and password are set,
+else client credentials), renewed before it expires (with the refresh token while that is valid,
+else the original grant) and, after a 401, renewed once for all the requests that used the
+rejected token; a failed token request is re-raised, not repeated, for ``FAILURE_HOLD_S``. A
+provider counting one token as one session (CDSE: at most 100, eodag #858) therefore sees one
+session per account and process, not one per product, and a wrong password one failed login.
+Coroutines ask :meth:`Auth.aheaders_for`, which fetches in a worker thread: the event loop (every
+other transfer) goes on meanwhile, and the tasks that need the token wait for that one fetch.
 
 Error messages name the redacted token endpoint, the HTTP status and the server's error, never a
 secret or a token.
@@ -28,10 +31,10 @@ import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar
 from urllib.parse import urlsplit
 
 from aux_assets.utils.text import mask_secret, shorten
@@ -55,6 +58,10 @@ class Auth(Protocol):
 
     def headers_for(self, url: str) -> dict[str, str]:
         """Auth headers for ``url``; ``{}`` when ``url`` is not on the credential's origin."""
+        ...
+
+    async def aheaders_for(self, url: str) -> dict[str, str]:
+        """:meth:`headers_for` for a coroutine: any token request runs off the event loop."""
         ...
 
     async def refresh(self) -> bool:
@@ -81,6 +88,10 @@ class StaticAuth:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
 
+    async def aheaders_for(self, url: str) -> dict[str, str]:
+        """:meth:`headers_for` (nothing to fetch)."""
+        return self.headers_for(url)
+
     async def refresh(self) -> bool:
         """Static credentials cannot be renewed."""
         return False
@@ -102,6 +113,10 @@ class AnyOfAuth:
     def headers_for(self, url: str) -> dict[str, str]:
         # each is asked, so that each knows whether it sent something (see refresh)
         found = [headers for auth in self.auths if (headers := auth.headers_for(url))]
+        return found[0] if found else {}
+
+    async def aheaders_for(self, url: str) -> dict[str, str]:
+        found = [headers for auth in self.auths if (headers := await auth.aheaders_for(url))]
         return found[0] if found else {}
 
     async def refresh(self) -> bool:
@@ -219,29 +234,32 @@ class _Token:
 
 
 class OAuth2Auth:
-    """An :class:`Auth` with a shared, proactively renewed OAuth2 token.
+    """An :class:`Auth` sending its account's shared, proactively renewed OAuth2 token to its
+    origins.
 
-    Thread-safe; ``refresh`` may be awaited from any number of tasks at once.
+    ``shared``: the token of the process's one :class:`_Account` for these settings (token URL,
+    client id, username, scope: :func:`_account_of`), else one of its own. Thread-safe;
+    ``refresh`` and ``aheaders_for`` may be awaited from any number of tasks at once.
     """
 
     def __init__(
         self,
         settings: OAuth2Settings,
         *,
+        shared: bool = False,
         refresh_margin_s: float = 60.0,
         timeout_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
         self._origins = frozenset(origin_of(o) for o in (settings.origin, *settings.extra_origins))
-        self._margin = refresh_margin_s
-        self._timeout = timeout_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: _Token | None = None
-        self._failure: tuple[float, AuthError] | None = None
-        self._requests = 0
-        self._client: httpx.Client | None = None  # made on first use, then used under the lock
+        self._account = (
+            _account_of(settings)
+            if shared
+            else _Account(
+                settings, refresh_margin_s=refresh_margin_s, timeout_s=timeout_s, clock=clock
+            )
+        )
         # Generation of the token the current thread/task last sent (None: it sent none of ours).
         self._sent: ContextVar[int | None] = ContextVar(f"oauth2_sent_{id(self)}")
 
@@ -252,19 +270,27 @@ class OAuth2Auth:
 
     @property
     def token_requests(self) -> int:
-        """How many requests were made to the token endpoint."""
-        return self._requests
+        """How many requests were made to the token endpoint for the account."""
+        return self._account.requests
 
     def headers_for(self, url: str) -> dict[str, str]:
         """A bearer header for the allowed origins (fetching a token when due); ``{}`` elsewhere."""
-        if origin_of(url) not in self._origins:
-            self._sent.set(None)
+        if not self._serves(url):
             return {}
-        token = self._token
-        if token is None or self._clock() >= token.renew_at:
-            token = self._renew(token.generation if token else 0)
-        self._sent.set(token.generation)
-        return {"Authorization": f"Bearer {token.access_token}"}
+        token = self._account.token
+        if not self._account.valid(token):
+            token = self._account.renew(_generation(token))
+        return self._bearer(token)
+
+    async def aheaders_for(self, url: str) -> dict[str, str]:
+        """:meth:`headers_for` for a coroutine: a due token is fetched in a worker thread, once
+        for all the tasks that need it meanwhile."""
+        if not self._serves(url):
+            return {}
+        token = self._account.token
+        if not self._account.valid(token):
+            token = await self._account.renew_off_loop(_generation(token))
+        return self._bearer(token)
 
     async def refresh(self) -> bool:
         """Renew the token after a 401, unless another caller already replaced the one sent.
@@ -275,32 +301,126 @@ class OAuth2Auth:
         try:
             sent = self._sent.get()
         except LookupError:
-            token = self._token
-            sent = token.generation if token else 0
+            sent = _generation(self._account.token)
         if sent is None:
             return False
-        await asyncio.to_thread(self._renew, sent)
+        await self._account.renew_off_loop(sent)
         return True
 
     def __repr__(self) -> str:
-        return f"OAuth2Auth({self._settings!r}, token_requests={self._requests})"
+        return f"OAuth2Auth({self._settings!r}, token_requests={self.token_requests})"
 
-    def _renew(self, stale_generation: int) -> _Token:
+    def _serves(self, url: str) -> bool:
+        """Whether ``url`` is on our origins (if not, this task sent none of our tokens)."""
+        if origin_of(url) in self._origins:
+            return True
+        self._sent.set(None)
+        return False
+
+    def _bearer(self, token: _Token) -> dict[str, str]:
+        self._sent.set(token.generation)
+        return {"Authorization": f"Bearer {token.access_token}"}
+
+
+def _generation(token: _Token | None) -> int:
+    return token.generation if token else 0
+
+
+_AccountKey = tuple[str, str, str | None, str | None]
+_accounts: dict[_AccountKey, _Account] = {}
+_accounts_lock = threading.Lock()
+
+
+def _account_of(settings: OAuth2Settings) -> _Account:
+    """The process's one :class:`_Account` for the token URL, client id, username and scope of
+    ``settings`` (no secret in the key); other secrets than its own make a new one."""
+    key = (settings.token_url, settings.client_id, settings.username, settings.scope)
+    with _accounts_lock:
+        account = _accounts.get(key)
+        if account is None or not account.same_secrets(settings):
+            account = _accounts[key] = _Account(settings)
+        return account
+
+
+class _Account:
+    """The token of one OAuth2 account: fetched on first use, renewed when due or rejected."""
+
+    def __init__(
+        self,
+        settings: OAuth2Settings,
+        *,
+        refresh_margin_s: float = 60.0,
+        timeout_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._margin = refresh_margin_s
+        self._timeout = timeout_s
+        self._clock = clock
+        self._lock = threading.Lock()  # held during a token request
+        self.token: _Token | None = None
+        self._failure: tuple[float, AuthError] | None = None
+        self.requests = 0
+        self._flight_lock = threading.Lock()
+        self._flight: Future[_Token] | None = None  # the token request of renew_off_loop
+
+    def same_secrets(self, settings: OAuth2Settings) -> bool:
+        """Whether ``settings`` log in with the same secrets as this account."""
+        mine = self._settings
+        return (mine.client_secret, mine.password, mine.token_authorization) == (
+            settings.client_secret,
+            settings.password,
+            settings.token_authorization,
+        )
+
+    def valid(self, token: _Token | None) -> TypeGuard[_Token]:
+        """Whether ``token`` is there and not yet due for renewal."""
+        return token is not None and self._clock() < token.renew_at
+
+    def renew(self, stale_generation: int) -> _Token:
         """A token newer than ``stale_generation``: the current one, or a new one if it is stale."""
         with self._lock:
-            token = self._token
+            token = self.token
             if token is not None and token.generation != stale_generation:
                 return token
             if self._failure and self._clock() < self._failure[0] + FAILURE_HOLD_S:
                 # N transfers must not make N failed logins (providers lock such accounts)
                 raise AuthError(*self._failure[1].args)
             try:
-                self._token = self._obtain(token)
+                self.token = self._obtain(token)
             except AuthError as exc:
                 self._failure = (self._clock(), exc)
                 raise
             self._failure = None
-            return self._token
+            return self.token
+
+    async def renew_off_loop(self, stale_generation: int) -> _Token:
+        """:meth:`renew` in a worker thread, the event loop going on meanwhile; callers in any
+        task, loop or thread wait for the request already in flight rather than start one."""
+        while True:
+            token = await asyncio.wrap_future(self._flight_for(stale_generation))
+            if token.generation != stale_generation:  # else it was in flight for an older one
+                return token
+
+    def _flight_for(self, stale_generation: int) -> Future[_Token]:
+        """The renewal in flight, started in a new worker thread when there is none."""
+        with self._flight_lock:
+            if self._flight is None or self._flight.done():
+                self._flight = Future()
+                self._flight.set_running_or_notify_cancel()  # a cancelled waiter cancels not it
+                threading.Thread(
+                    target=self._fly,
+                    args=(self._flight, stale_generation),
+                    name="oauth2-token",
+                    daemon=True,
+                ).start()
+            return self._flight
+
+    def _fly(self, flight: Future[_Token], stale_generation: int) -> None:
+        try:
+            flight.set_result(self.renew(stale_generation))
+        except Exception as exc:
+            flight.set_exception(exc)
 
     def _obtain(self, old: _Token | None) -> _Token:
         """Use the refresh token while it is valid (falling back if rejected), else the grant."""
@@ -336,11 +456,11 @@ class OAuth2Auth:
             *((old.access_token, old.refresh_token) if old else ()),
         ]
         grant = fields["grant_type"]
-        self._requests += 1
+        self.requests += 1
         issued = self._clock()
         try:
             headers = {"Authorization": s.token_authorization} if s.token_authorization else {}
-            response = self._http().post(s.token_url, data=data, headers=headers)
+            response = self._post(data, headers)
         except httpx.HTTPError as exc:
             raise self._error(grant, f"{type(exc).__name__}: {exc}", secrets) from None
         payload = _json_object(response)
@@ -356,25 +476,21 @@ class OAuth2Auth:
         except ValueError as exc:
             raise self._error(grant, str(exc), secrets) from None
         _log.debug(
-            "%s grant at %s: token %d for %s",
+            "%s grant at %s: token %d for client %s",
             grant,
             redact_url(s.token_url),
             generation,
-            s.origin,
+            s.client_id,
         )
         return token
 
-    def _http(self) -> httpx.Client:
-        """The client for token requests (no keep-alive: they are minutes apart)."""
+    def _post(self, data: dict[str, str], headers: dict[str, str]) -> httpx.Response:
+        """POST a form to the token endpoint, with a client of its own (requests are minutes
+        apart: nothing to keep open between them)."""
         import httpx
 
-        if self._client is None:
-            self._client = httpx.Client(
-                headers={"Accept": "application/json"},
-                timeout=self._timeout,
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
-        return self._client
+        with httpx.Client(headers={"Accept": "application/json"}, timeout=self._timeout) as client:
+            return client.post(self._settings.token_url, data=data, headers=headers)
 
     def _parse(self, payload: dict[str, Any] | None, issued: float, generation: int) -> _Token:
         """The token in a successful answer; ``ValueError`` saying what is wrong with it."""
@@ -415,7 +531,8 @@ def auth_from_env(
     """Credentials of the source configured by ``<prefix>_*`` variables, bound to its origin.
 
     ``_TOKEN_URL`` + ``_CLIENT_ID`` (+ ``_CLIENT_SECRET``, ``_USERNAME``, ``_PASSWORD``, ``_SCOPE``)
-    give an :class:`OAuth2Auth`; ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
+    give an :class:`OAuth2Auth` (with the process's one token of that account);
+    ``_TOKEN`` / ``_API_KEY`` a :class:`StaticAuth`; nothing, ``None``.
     The OAuth2 token also goes to the origins in ``_AUTH_ORIGINS`` (comma-separated), else to
     ``default_origins`` (a source's download hosts where they differ from its STAC root: see
     :mod:`aux_assets.sources.profiles`); ``_TOKEN_AUTHORIZATION`` is the ``Authorization``
@@ -459,7 +576,8 @@ def auth_from_env(
                 scope=scope,
                 extra_origins=_extra_origins(prefix, get("AUTH_ORIGINS"), default_origins),
                 token_authorization=token_authorization,
-            )
+            ),
+            shared=True,
         )
     if token or api_key:
         return StaticAuth(origin=_source_origin(prefix, source_url), api_key=api_key, token=token)

@@ -79,7 +79,8 @@ class StagedAsset(TypedDict):
 
 
 class StagedItem(TypedDict):
-    """The outcome of one selected item; ``reason`` says why it failed."""
+    """The outcome of one selected item; ``reason`` says why it failed; ``superseded`` names
+    the storage folders of the previous version this one replaced (removed)."""
 
     item_id: str
     collection: str
@@ -88,6 +89,7 @@ class StagedItem(TypedDict):
     reason: str | None
     bytes_transferred: int
     assets: list[StagedAsset]
+    superseded: NotRequired[list[str]]
 
 
 class StagedProduct(TypedDict):

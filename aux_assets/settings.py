@@ -1,5 +1,6 @@
 """Settings from the environment that both layers read: the home folder, the first partition
-day, and positive whole numbers. A bad value is an error naming the variable and the fix."""
+day, positive whole numbers, the folders local sources may also read, and the names and
+defaults of the transfer bounds. A bad value is an error naming the variable and the fix."""
 
 from __future__ import annotations
 
@@ -9,6 +10,11 @@ from datetime import date
 from pathlib import Path
 
 DEFAULT_START = "2026-01-01"  # first day of the embedded sample (aux_assets.sample.DEFAULT_START)
+LOCAL_FILE_ROOTS_ENV = "AUX_LOCAL_FILE_ROOTS"
+MAX_UNSIZED_BYTES_ENV = "AUX_MAX_UNSIZED_BYTES"
+DEFAULT_MAX_UNSIZED_BYTES = 8 << 30  # 8 GiB: the largest file whose item gives no file:size
+TRANSFER_TIMEOUT_ENV = "AUX_TRANSFER_TIMEOUT_S"
+DEFAULT_TRANSFER_TIMEOUT_S = 3600  # one file, all its attempts together
 
 
 def aux_home(env: Mapping[str, str] | None = None) -> Path:
@@ -47,3 +53,20 @@ def positive_int_env(env: Mapping[str, str] | None, name: str, default: int, uni
             f"{name}={text!r} must be a positive whole number of {unit}, e.g. {default}"
         )
     return int(text)
+
+
+def local_file_roots(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """``AUX_LOCAL_FILE_ROOTS``: absolute folders (separated by ``os.pathsep``) whose files
+    local sources may read besides their own folder, symlinks resolved; none when unset. A
+    relative entry, or one that is no folder, is an error naming the variable."""
+    text = (os.environ if env is None else env).get(LOCAL_FILE_ROOTS_ENV) or ""
+    roots: list[Path] = []
+    for entry in text.split(os.pathsep) if text else []:
+        if not os.path.isabs(entry) or not os.path.isdir(entry):
+            problem = "is not an absolute path" if not os.path.isabs(entry) else "is no folder"
+            raise ValueError(
+                f"{LOCAL_FILE_ROOTS_ENV}={text!r}: entry {entry!r} {problem}; give existing "
+                f"folders as absolute paths separated by {os.pathsep!r}"
+            )
+        roots.append(Path(os.path.realpath(entry)))
+    return tuple(roots)

@@ -34,3 +34,10 @@ def shared_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shared") / "sample"
     ensure_sample(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _fresh_oauth2_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without the OAuth2 tokens of earlier ones (shared per account and
+    process by ``aux_assets.auth``)."""
+    monkeypatch.setattr("aux_assets.auth._accounts", {})

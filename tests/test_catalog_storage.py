@@ -231,3 +231,15 @@ def test_s3_storage_sweeps_its_spool_folder(tmp_path):
     assert dead.parent == live.parent == tmp_path / "spool"
     assert storage.sweep([]) == 2
     assert not dead.exists() and not work.exists() and live.exists()
+
+
+def test_an_id_too_long_for_its_temporary_item_file_is_refused_before_any_write(tmp_path):
+    """``.<id>.json.<8 hex>.tmp`` adds 19 bytes to the id: 236 bytes fit, 237 are refused
+    (not ``[Errno 36] File name too long`` half-way through the upsert)."""
+    catalog = LocalCatalog(tmp_path / "cat")
+    catalog.upsert("s1-aux", [_item("X" * 236)])
+    with pytest.raises(UnsafeNameError) as err:
+        catalog.upsert("s1-aux", [_item("Y"), _item("X" * 237)])
+    assert "is 237 bytes long in UTF-8" in str(err.value)
+    assert "temporary names made from it add 19 bytes" in str(err.value)
+    assert list(catalog.get_items("s1-aux", ["Y", "X" * 236])) == ["X" * 236]

@@ -31,6 +31,7 @@ from aux_assets.catalog.static import LocalCatalog
 from aux_assets.filters import FilterError, parse_filter, window_filter
 from aux_assets.sources.base import SearchRequest
 from aux_assets.sources.static import LocalStacSource
+from aux_assets.staging.items import TEMP_NAME_BYTES
 from aux_assets.staging.stager import ItemOutcome, Stager, StageTask
 from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.retry import RetryPolicy
@@ -74,6 +75,9 @@ class World:
         (self.input / name).write_bytes(data)
         return self.source.url(name)
 
+    def stager(self) -> Stager:
+        return Stager(LocalCatalog(self.catalog), LocalStorage(self.storage), retry=FAST)
+
     def stage(
         self,
         item_id: str,
@@ -83,12 +87,22 @@ class World:
         local: bool = False,
         collection: str = "s1-aux",
     ) -> ItemOutcome:
-        stager = Stager(LocalCatalog(self.catalog), LocalStorage(self.storage), retry=FAST)
+        roots = (self.input,) if local else ()
         task = StageTask(
-            item(item_id, assets), collection, "auxip", local, self.auth, unpack=unpack
+            item(item_id, assets), collection, "auxip", roots, self.auth, unpack=unpack
         )
-        (outcome,) = stager.stage([task])
+        (outcome,) = self.stager().stage([task])
         return outcome
+
+    def stage_items(self, *items: pystac.Item) -> list[ItemOutcome]:
+        """Stage ``items`` into s1-aux in one run."""
+        tasks = [StageTask(i, "s1-aux", "auxip", (), self.auth) for i in items]
+        return self.stager().stage(tasks)
+
+    def one_asset(self, item_id: str, name: str, key: str = "") -> pystac.Item:
+        """An item whose one asset (key ``key``, default ``name``) is ``name``, published."""
+        data = f"bytes of {name}".encode()
+        return item(item_id, {key or name: (self.publish(name, data), data)})
 
     def stage_archive(self, name: str, data: bytes) -> str:
         """Stage one archive with ``unpack``; the reason it was refused."""
@@ -219,8 +233,9 @@ def _redirect_other(w: World) -> str:
     (hit,) = w.public.state.log
     assert "authorization" not in hit.headers and "x-api-key" not in hit.headers
     stored = visible_files(w.storage)
-    assert list(stored) == ["s1-aux/REDIRECT/R.EOF"]
-    assert stored["s1-aux/REDIRECT/R.EOF"].read_bytes() == data
+    (key,) = stored
+    assert key.startswith("s1-aux/REDIRECT/") and key.endswith("/R.EOF")
+    assert stored[key].read_bytes() == data
     return "staged; credentials dropped at the redirect"
 
 
@@ -278,6 +293,21 @@ def _cql_product_type_with_quote(w: World) -> str:
     assert _search(w, cql) == 0
     assert _search(w, window_filter("AUX_POEORB", start, end, "cover")) == 1
     return f"one literal: {cql['args'][0]['args']}"
+
+
+def _lookalike_keys(w: World) -> str:
+    """Two asset keys of one item that are the same after NFC normalisation."""
+    data = b"payload"
+    href = w.publish("A.EOF", data)
+    outcome = w.stage("KEYS", {"\u00c9.EOF": (href, data), "E\u0301.EOF": (href, data)})
+    assert outcome.status == "failed", outcome
+    return outcome.reason or ""
+
+
+LONG_NAME = (
+    f"at most 255 bytes and temporary names made from it add {TEMP_NAME_BYTES} bytes: "
+    f"shorten it to {255 - TEMP_NAME_BYTES} bytes or less"
+)
 
 
 def _cql_refused(text: str) -> Callable[[World], str]:
@@ -452,6 +482,44 @@ CASES: list[object] = [
         Case(lambda w: w.refused("COLL", collection="../outside"), "collection id '../outside'"),
         id="collection-dotdot",
     ),
+    pytest.param(
+        Case(lambda w: w.refused("S1A_\u202eFOE.EOF"), "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        id="id-right-to-left-override",
+    ),
+    pytest.param(
+        Case(lambda w: w.refused("S1A_\u200bAUX"), "item id 'S1A_\\u200bAUX' contains U+200B"),
+        id="id-zero-width-space",
+    ),
+    pytest.param(
+        Case(
+            lambda w: w.refused("KEY", key="A_\u202eFOE.EOF"),
+            "asset key 'A_\\u202eFOE.EOF' contains U+202E RIGHT-TO-LEFT OVERRIDE",
+        ),
+        id="key-right-to-left-override",
+    ),
+    pytest.param(
+        Case(lambda w: w.refused("KEY", key="A\u200b.EOF"), "U+200B ZERO WIDTH SPACE"),
+        id="key-zero-width-space",
+    ),
+    pytest.param(
+        Case(lambda w: w.refused("É" * 130), "is 260 bytes long in UTF-8 (130 characters)"),
+        id="id-multibyte-255-characters-but-over-255-bytes",
+    ),
+    pytest.param(
+        Case(
+            lambda w: w.refused("KEY", key="K" * 245 + ".EOF"),
+            f"is 249 bytes long in UTF-8 (249 characters); file names may have {LONG_NAME}",
+        ),
+        id="key-249-characters",
+    ),
+    pytest.param(
+        Case(
+            _lookalike_keys,
+            "asset key 'E<U+0301>.EOF' is '<U+00C9>.EOF' spelled with other code points: the "
+            "two are the same after NFC normalisation; an item may not have both",
+        ),
+        id="keys-that-look-alike",
+    ),
     # hrefs, hosts and credentials
     pytest.param(
         Case(
@@ -463,7 +531,7 @@ CASES: list[object] = [
     pytest.param(
         Case(
             lambda w: w.refused("FILEHOST", href="file://evil.example/etc/passwd", local=True),
-            "file:// URLs must name a path on this machine",
+            "names host 'evil.example'; use file:///absolute/path",
         ),
         id="file-href-naming-a-host",
     ),
@@ -511,13 +579,14 @@ def test_hostile_input_is_refused_and_nothing_is_written_outside_the_storage_roo
     assert case.expect in message, message
     assert snapshot(world.tmp, keep) == before  # nothing written outside storage and catalog
     if "staged" not in message:  # refused: no file stored (not even a hidden one), no item
-        assert [p for p in world.storage.rglob("*") if p.is_file()] == []
+        stored = [p for p in world.storage.rglob("*") if p.is_file()]
+        assert [p for p in stored if p.name != ".aux-swept"] == []  # the time of the last sweep
         assert list(world.catalog.glob("*/*/*.json")) == []
 
 
 def test_the_case_table_counts() -> None:
     """docs/reliability.md quotes this number."""
-    assert len(CASES) == 37
+    assert len(CASES) == 44
 
 
 def test_a_password_in_a_source_href_is_not_written_to_the_catalog(world: World) -> None:
@@ -531,3 +600,62 @@ def test_a_password_in_a_source_href_is_not_written_to_the_catalog(world: World)
     written = [p.read_text() for p in world.catalog.rglob("*.json")]
     leaks = [text for text in [*written, json.dumps(outcome.to_json())] if PASSWORD in text]
     assert not leaks, f"{len(leaks)} documents hold the password"
+
+
+def test_an_over_long_id_fails_alone_and_its_neighbour_is_registered(world: World) -> None:
+    """A 240-character id passes 255 but not its catalog file's temporary name: it is refused
+    before any transfer; the item next to it in the collection is staged and registered."""
+    long_id = "S1A_" + "X" * 236
+    outcomes = world.stage_items(
+        world.one_asset(long_id, "LONG.EOF"), world.one_asset("S1A_OK", "OK.EOF")
+    )
+    assert [o.status for o in outcomes] == ["failed", "staged"], outcomes
+    assert "item id 'S1A_XXX" in (outcomes[0].reason or "")
+    assert f"is 240 bytes long in UTF-8 (240 characters); file names may have {LONG_NAME}" in (
+        outcomes[0].reason or ""
+    )
+    assert [p.name for p in (world.storage / "s1-aux").iterdir()] == ["S1A_OK"]
+    assert [h.path for h in world.source.state.log] == ["/files/OK.EOF"]  # LONG.EOF not asked
+    found = LocalCatalog(world.catalog).get_items("s1-aux", ["S1A_OK"])
+    assert list(found) == ["S1A_OK"]
+
+
+def test_look_alike_ids_become_one_item_under_the_nfc_id(world: World) -> None:
+    """A decomposed É then a composed one: the first is staged under the NFC id (its asset key
+    and file name too), the second is refused; a later run finds the item present."""
+    composed, decomposed = "S1A_\u00c9TAT", "S1A_E\u0301TAT"
+    first = world.one_asset(decomposed, "E\u0301.EOF")
+    outcomes = world.stage_items(first, world.one_asset(composed, "OTHER.EOF"))
+    assert [(o.item_id, o.status) for o in outcomes] == [
+        (composed, "staged"),  # the NFC id of the decomposed spelling
+        (composed, "failed"),  # spelled so
+    ], outcomes
+    assert outcomes[1].reason == (
+        "item id 'S1A_<U+00C9>TAT' is 'S1A_E<U+0301>TAT' spelled with other code points: the "
+        "two are the same after NFC normalisation; only the first spelling of this run is staged"
+    )
+    (registered,) = LocalCatalog(world.catalog).get_items("s1-aux", [composed]).values()
+    assert registered.id == composed and list(registered.assets) == ["\u00c9.EOF"]
+    assert registered.assets["\u00c9.EOF"].href.endswith("/%C3%89.EOF")
+    assert [p.name for p in (world.storage / "s1-aux").iterdir()] == [composed]
+    assert [p.name for p in (world.catalog / "s1-aux").iterdir() if p.is_dir()] == [composed]
+    (again,) = world.stage_items(world.one_asset(decomposed, "E\u0301.EOF"))
+    assert (again.item_id, again.status) == (composed, "present")
+
+
+def test_an_id_the_catalog_holds_in_another_spelling_is_refused(world: World) -> None:
+    """The catalog has an item registered under a decomposed id (by a version before NFC, or
+    another tool): the same id from the source is refused before any transfer, not registered
+    again as a look-alike under its NFC spelling."""
+    composed, decomposed = "S1A_\u00c9TAT", "S1A_E\u0301TAT"
+    catalog = LocalCatalog(world.catalog)
+    catalog.ensure_collection("s1-aux")
+    catalog.upsert("s1-aux", [world.one_asset(decomposed, "OLD.EOF")])
+    (outcome,) = world.stage_items(world.one_asset(decomposed, "NEW.EOF"))
+    assert (outcome.item_id, outcome.status) == (composed, "failed"), outcome
+    assert (outcome.reason or "").startswith(
+        "item id 'S1A_<U+00C9>TAT' is 'S1A_E<U+0301>TAT' spelled with other code points: the two "
+        "are the same after NFC normalisation; the catalog has 'S1A_E<U+0301>TAT'"
+    )
+    assert list(catalog.get_items("s1-aux", [composed, decomposed])) == [decomposed]
+    assert not (world.storage / "s1-aux").exists() and world.source.state.log == []

@@ -4,6 +4,7 @@ it: unconfigured sources and aux_assets.staging.stager.stage_tasks."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pystac
@@ -153,10 +154,14 @@ def search_document(products: list[dict[str, Any]]) -> Any:
 
 def test_stage_tasks_skip_our_catalog_and_apply_the_source_profiles() -> None:
     cdse_auth = StaticAuth("https://stac.dataspace.copernicus.eu", token="t")
-    sources: dict[str, tuple[bool, Any]] = {"cdse": (False, cdse_auth), "auxip": (True, None)}
+    roots = (Path("/data/auxip"),)
+    sources: dict[str, tuple[tuple[Path, ...], Any]] = {
+        "cdse": ((), cdse_auth),
+        "auxip": (roots, None),
+    }
     asked: list[str] = []
 
-    def source(name: str) -> tuple[bool, Any]:
+    def source(name: str) -> tuple[tuple[Path, ...], Any]:
         asked.append(name)
         return sources[name]
 
@@ -179,20 +184,18 @@ def test_stage_tasks_skip_our_catalog_and_apply_the_source_profiles() -> None:
     c1, c2, a1 = tasks
     assert c1.asset_keys == ("product",) and c2.asset_keys == ("product",)
     assert a1.asset_keys == ("data", "meta")
-    assert (c1.local_source, c1.auth) == (False, cdse_auth)
-    assert (a1.local_source, a1.auth) == (True, None)
+    assert (c1.file_roots, c1.auth) == ((), cdse_auth)
+    assert (a1.file_roots, a1.auth) == (roots, None)
     assert c1.unpack is True and a1.unpack is False
     assert c1.item.assets["product"].href == "https://store.example/s1/c1.zip"
 
 
 def test_stage_tasks_stage_every_asset_where_neither_the_entry_nor_the_source_names_any() -> None:
-    tasks = stage_tasks(
-        [search_document([product_entry("prip", ["p1"])])], lambda name: (False, None)
-    )
+    tasks = stage_tasks([search_document([product_entry("prip", ["p1"])])], lambda name: ((), None))
     [task] = tasks
     assert task.asset_keys is None and task.source == "prip"
 
 
 def test_stage_tasks_refuse_an_unknown_source() -> None:
     with pytest.raises(UnknownSourceError):
-        stage_tasks([search_document([product_entry("nowhere", ["x"])])], lambda n: (False, None))
+        stage_tasks([search_document([product_entry("nowhere", ["x"])])], lambda n: ((), None))

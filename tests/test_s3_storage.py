@@ -11,12 +11,16 @@ import uuid
 from pathlib import Path
 
 import obstore
+import pystac
 import pytest
 
+from aux_assets.catalog.static import LocalCatalog
+from aux_assets.staging.stager import Stager, StageTask
 from aux_assets.storage.base import StorageError
 from aux_assets.storage.s3 import S3Storage, s3_storage_from_url
 from aux_assets.utils.names import UnsafeNameError
 from tests.fixtures.seaweedfs import S3Server
+from tests.helpers.items import asset_item
 
 MiB = 1024 * 1024
 PREFIX = "aux/v1"
@@ -251,3 +255,34 @@ def test_committing_200_mib_keeps_memory_small(
     assert peak_mib < 100
     assert obstore.head(s3_server.store(bucket), f"{PREFIX}/BIG/ITEM/big.bin")["size"] == size
     assert not part.exists()
+
+
+def _local_item(item_id: str, path: Path) -> pystac.Item:
+    """An item whose one asset, keyed by its file name, is the local file ``path``."""
+    asset = {"href": path.as_uri(), "file:size": path.stat().st_size}
+    return asset_item(item_id, {path.name: asset})
+
+
+def test_a_key_over_s3s_limit_with_the_prefix_fails_its_item_before_any_transfer(
+    s3_server: S3Server, bucket: str, spool: Path, tmp_path: Path
+) -> None:
+    prefix = "/".join(["p" * 99] * 9)  # 899 bytes, and its slash: 124 bytes are left for keys
+    storage = s3_storage_from_url(f"s3://{bucket}/{prefix}", _env(s3_server), spool)
+    assert storage.max_key_bytes == 124
+    files = tmp_path / "files"
+    files.mkdir()
+    for name in ("L" * 56 + ".EOF", "OK.EOF"):
+        (files / name).write_bytes(b"payload")
+    tasks = [
+        StageTask(_local_item(item_id, files / name), "s1-aux", "local", file_roots=(files,))
+        for item_id, name in (("I" * 40, "L" * 56 + ".EOF"), ("S1A_OK", "OK.EOF"))
+    ]
+    stager = Stager(LocalCatalog(tmp_path / "catalog"), storage)
+    long, ok = stager.stage(tasks)
+    assert (long.status, ok.status) == ("failed", "staged"), (long, ok)
+    assert (
+        f"asset {'L' * 56 + '.EOF'!r} would be stored under a key of 125 bytes in UTF-8 (its "
+        "generation folder included); this storage takes keys of at most 124 bytes"
+    ) in (long.reason or "")
+    listed = [m["path"] for batch in obstore.list(s3_server.store(bucket), prefix) for m in batch]
+    assert [key.rpartition("/")[2] for key in listed] == ["OK.EOF"]

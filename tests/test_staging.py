@@ -9,13 +9,15 @@ import pystac
 import pytest
 
 from aux_assets.catalog.static import LocalCatalog
-from aux_assets.staging.items import asset_filename
+from aux_assets.staging.archives import extract_temp_name
+from aux_assets.staging.items import TEMP_NAME_BYTES, asset_filename
 from aux_assets.staging.stager import Stager, StageTask
 from aux_assets.storage.base import StorageError
 from aux_assets.storage.local import LocalStorage
 from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.urls import file_path
+from tests.helpers.items import asset_item
 from tests.helpers.servers import file_handler, send, serve
 
 FAST = RetryPolicy(attempts=2, backoff_s=0.01, max_backoff_s=0.01)
@@ -33,22 +35,7 @@ def _item(item_id: str, assets: dict[str, tuple[str, bytes]], raw_md5: bool = Tr
             "file:size": len(data),
             "file:checksum": checksum,
         }
-    return pystac.Item.from_dict(
-        {
-            "type": "Feature",
-            "stac_version": "1.1.0",
-            "id": item_id,
-            "geometry": None,
-            "properties": {
-                "datetime": None,
-                "start_datetime": "2026-01-04T22:59:42Z",
-                "end_datetime": "2026-01-06T00:59:42Z",
-                "product:type": "AUX_POEORB",
-            },
-            "assets": stac_assets,
-            "links": [],
-        }
-    )
+    return asset_item(item_id, stac_assets, dated=True)
 
 
 @pytest.fixture
@@ -166,13 +153,15 @@ def test_missing_stored_file_is_restaged(world):
         ("ok", "../a.EOF", "http://127.0.0.1:1/a", False, "relative path component"),
         ("ok", "a\x00.EOF", "http://127.0.0.1:1/a", False, "control character"),
         ("ok", "a.EOF", "file:///etc/passwd", False, "only local sources may point at local"),
+        ("ok", "a.EOF", "file:///etc/passwd", True, "is outside the folders this source may"),
         ("ok", "a.EOF", "ftp://host/a", False, "cannot be fetched"),
     ],
 )
 def test_hostile_items_are_refused_before_any_io(world, item_id, key, href, local, reason):
     item = _item("placeholder", {key: (href, b"x")})
     item.id = item_id
-    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", local_source=local)])
+    roots = (world["src"],) if local else ()
+    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", file_roots=roots)])
     assert outcome.status == "failed" and reason in (outcome.reason or "")
     assert _visible_files(world["root"]) == []
     assert world["log"] == []
@@ -189,7 +178,8 @@ def test_selected_asset_missing_and_cdse_product_only(world):
     )
     (staged,) = _stager(world).stage([StageTask(item, "s1-aux", "cdse", asset_keys=("product",))])
     assert staged.status == "staged" and [a.key for a in staged.assets] == ["product"]
-    assert staged.assets[0].href.endswith("CDSE_ITEM/CDSE_ITEM.SAFE.zip")
+    generation = hashlib.md5(data).hexdigest()[:16]  # of the digest the source announces
+    assert staged.assets[0].href.endswith(f"CDSE_ITEM/{generation}/CDSE_ITEM.SAFE.zip")
     (missing,) = _stager(world).stage([StageTask(item, "s2-aux", "cdse", asset_keys=("nope",))])
     assert missing.status == "failed" and "nope not in the item; it has product, thumbnail" in (
         missing.reason or ""
@@ -225,9 +215,11 @@ def test_unpack_registers_largest_file_and_drops_archive(world):
     (outcome,) = _stager(world).stage([task])
     assert outcome.status == "staged"
     (asset,) = outcome.assets
-    assert asset.key == "X.SAFE" and asset.href.endswith("X.SAFE/X.SAFE/data/cal.xml")
+    generation = hashlib.md5(data).hexdigest()[:16]  # of the archive: one folder per version
+    assert asset.key == "X.SAFE"
+    assert asset.href.endswith(f"X.SAFE/{generation}/X.SAFE/data/cal.xml")
     assert asset.checksum == Checksum("sha256", hashlib.sha256(b"c" * 5000).hexdigest()).multihash()
-    item_dir = world["root"] / "storage" / "s1-aux" / "X.SAFE"
+    item_dir = world["root"] / "storage" / "s1-aux" / "X.SAFE" / generation
     assert sorted(
         p.relative_to(item_dir).as_posix() for p in item_dir.rglob("*") if p.is_file()
     ) == [
@@ -252,7 +244,8 @@ def test_local_source_file_hrefs_are_read(world):
     path = world["src"] / "L.EOF"
     path.write_bytes(data)
     item = _item("L", {"L.EOF": (path.as_uri(), data)})
-    (outcome,) = _stager(world).stage([StageTask(item, "s1-aux", "auxip", local_source=True)])
+    task = StageTask(item, "s1-aux", "auxip", file_roots=(world["src"],))
+    (outcome,) = _stager(world).stage([task])
     assert outcome.status == "staged" and file_path(outcome.assets[0].href).read_bytes() == data
 
 
@@ -350,7 +343,7 @@ def test_two_concurrent_runs_of_the_same_items_never_duplicate_or_corrupt(world)
 
 def _leftover(path: Path, age_s: float) -> Path:
     """A file or unpack folder at ``path`` last written ``age_s`` ago."""
-    if path.name.endswith(".work"):
+    if ".work" in path.name:
         (path / "X.SAFE").mkdir(parents=True)
         (path / "X.SAFE" / "manifest.safe").write_text("m")
     else:
@@ -359,6 +352,11 @@ def _leftover(path: Path, age_s: float) -> Path:
     for p in [path, *path.rglob("*")]:
         os.utime(p, (when, when))
     return path
+
+
+def _unpacking(work: Path) -> Path:
+    """The folder an archive is unpacked into beside the ``.work`` folder ``work``."""
+    return work.with_name(extract_temp_name(work.name))
 
 
 def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world):
@@ -379,6 +377,7 @@ def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world
     ]
     live = _leftover(storage.part_path("s1-aux/NEW/NEW.EOF"), 30)  # another run writes it
     elsewhere = _leftover(storage.part_path("s1-aux/OTHER/OTHER.EOF"), day + 60)
+    (world["root"] / "storage" / ".aux-swept").touch()  # the whole storage was swept just now
     stager = _stager(world)
     outcomes = stager.stage(tasks)
     assert [o.status for o in outcomes] == ["present", "staged"]
@@ -390,6 +389,38 @@ def test_stage_sweeps_dead_leftovers_of_killed_runs_in_the_items_it_stages(world
     again = _stager(world)
     again.stage(tasks)
     assert again.swept == 0
+
+
+def test_stage_sweeps_dead_leftovers_everywhere_in_the_storage_once_an_hour(world):
+    data = b"kept" * 100
+    task = StageTask(
+        _item("NEW", {"NEW.EOF": (_publish(world, "NEW.EOF", data), data)}), "s1-aux", "auxip"
+    )
+    storage = world["storage"]
+    day = 24 * 3600
+    dead = [  # left by killed runs in folders no run stages again
+        _leftover(storage.part_path("s1-aux/OLD/OLD.EOF"), day + 60),
+        _leftover(storage.scratch_dir("s2-aux/GONE/GONE.SAFE.zip"), day + 60),
+        _leftover(_unpacking(storage.scratch_dir("s2-aux/GONE/GONE.SAFE.zip")), day + 60),
+    ]
+    young = _leftover(storage.part_path("s1-aux/OLD/OLD.EOF"), 30)
+    # a committed file named like a leftover, in a generation folder: never swept
+    committed = _leftover(storage.part_path("s1-aux/OLD/0123456789abcdef/x.EOF"), day + 60)
+    marker = world["root"] / "storage" / ".aux-swept"
+    stager = _stager(world)
+    assert stager.stage([task])[0].status == "staged"
+    assert stager.swept == 3 and not any(p.exists() for p in dead)
+    assert young.exists() and committed.exists()
+    assert time.time() - marker.stat().st_mtime < 60
+    later = _leftover(storage.part_path("s1-aux/OLD/OLD.EOF"), day + 60)
+    again = _stager(world)
+    again.stage([task])
+    assert again.swept == 0 and later.exists()  # within the hour: only the staged folders
+    when = time.time() - 3601
+    os.utime(marker, (when, when))
+    third = _stager(world)
+    third.stage([task])
+    assert third.swept == 1 and not later.exists()
 
 
 @pytest.mark.parametrize(
@@ -438,3 +469,20 @@ def test_a_catalog_that_moves_files_vouches_for_them_when_we_cannot_look(world, 
         assert again.status == "present" and _file_gets(world) == 1
     else:
         assert again.status == "failed" and "access denied" in (again.reason or "")
+
+
+def test_the_longest_names_accepted_fit_every_temporary_name(world):
+    """An id and an archive's file name of 255 - TEMP_NAME_BYTES bytes: the ``.part`` file, the
+    ``.work`` folder, the folder it is unpacked into and the catalog's temporary item file all
+    fit the file system's 255 bytes; one byte more is refused before any transfer."""
+    longest = 255 - TEMP_NAME_BYTES
+    data = _safe_zip({"m.xml": b"<m/>"})
+    href = _publish(world, "A.zip", data)
+    name = "A" * (longest - len(".zip")) + ".zip"
+    task = StageTask(_item("I" * longest, {name: (href, data)}), "s1-aux", "auxip", unpack=True)
+    (outcome,) = _stager(world).stage([task])
+    assert outcome.status == "staged", outcome
+    longer = StageTask(_item("J" * (longest + 1), {"A.zip": (href, data)}), "s1-aux", "auxip")
+    (refused,) = _stager(world).stage([longer])
+    assert refused.status == "failed" and f"is {longest + 1} bytes long" in (refused.reason or "")
+    assert _file_gets(world) == 1

@@ -217,6 +217,9 @@ class RefreshingAuth:
             return {}
         return {"Authorization": f"Bearer {self.token}"}
 
+    async def aheaders_for(self, url: str) -> dict[str, str]:
+        return self.headers_for(url)
+
     async def refresh(self) -> bool:
         self.refreshes += 1
         if self.renews:
@@ -563,7 +566,9 @@ def test_a_netrc_entry_does_not_clash_with_our_credentials(
 
 
 def test_redirect_to_file_and_redirect_loops_refused(servers: Servers, tmp_path: Path) -> None:
-    request = TransferRequest(servers.url("redirect-file"), tmp_path / "a.part", allow_file=True)
+    request = TransferRequest(
+        servers.url("redirect-file"), tmp_path / "a.part", file_roots=(tmp_path,)
+    )
     assert "redirect to file:///etc/passwd refused" in str(fetch_error(request))
     assert not request.part_path.exists()
 
@@ -615,7 +620,9 @@ def test_file_url_read_only_when_allowed(tmp_path: Path) -> None:
     source = tmp_path / "source dir" / "a.bin"
     source.parent.mkdir()
     source.write_bytes(content("a.bin"))
-    result = fetch(TransferRequest(source.as_uri(), tmp_path / "out" / "a.part", allow_file=True))
+    result = fetch(
+        TransferRequest(source.as_uri(), tmp_path / "out" / "a.part", file_roots=(tmp_path,))
+    )
     assert_complete(result)
     assert (result.attempts, result.bytes_received) == (1, SIZE)
 
@@ -627,11 +634,15 @@ def test_file_url_read_only_when_allowed(tmp_path: Path) -> None:
 def test_file_url_wrong_size_and_missing_file(tmp_path: Path) -> None:
     source = tmp_path / "a.bin"
     source.write_bytes(b"12345")
-    wrong = TransferRequest(source.as_uri(), tmp_path / "a.part", expected_size=4, allow_file=True)
-    assert "size mismatch: expected 4 bytes, got 5" in str(fetch_error(wrong))
+    wrong = TransferRequest(
+        source.as_uri(), tmp_path / "a.part", expected_size=4, file_roots=(tmp_path,)
+    )
+    assert "size mismatch: expected 4 bytes, 5 read" in str(fetch_error(wrong))
     assert not wrong.part_path.exists()
 
-    missing = TransferRequest((tmp_path / "nope").as_uri(), tmp_path / "b.part", allow_file=True)
+    missing = TransferRequest(
+        (tmp_path / "nope").as_uri(), tmp_path / "b.part", file_roots=(tmp_path,)
+    )
     assert "local I/O failed" in str(fetch_error(missing))
     assert not missing.part_path.exists()
 

@@ -18,11 +18,12 @@ from typing import Any
 import pystac
 
 from aux_assets.catalog.base import STAC_VERSION, new_collection
-from aux_assets.utils.jsonfiles import write_json
-from aux_assets.utils.names import check_collection_id, check_item_id
+from aux_assets.utils.jsonfiles import temp_name, write_json
+from aux_assets.utils.names import check_collection_id, check_item_id, utf8_size
 from aux_assets.utils.stac import read_item
 
 _FAR = "9999-12-31T23:59:59Z"
+ITEM_FILE_BYTES = utf8_size(temp_name(".json"))  # what <id>.json's temporary name adds to <id>
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -54,7 +55,7 @@ class LocalCatalog:
         return self.root / check_collection_id(collection_id) / "collection.json"
 
     def _item_path(self, collection_id: str, item_id: str) -> Path:
-        check_item_id(item_id)
+        check_item_id(item_id, ITEM_FILE_BYTES)
         return self.root / check_collection_id(collection_id) / item_id / f"{item_id}.json"
 
     def item_url(self, collection_id: str, item_id: str) -> str:

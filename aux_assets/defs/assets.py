@@ -8,6 +8,7 @@ metadata.
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -25,6 +26,7 @@ from aux_assets.products import ProductsFileError
 from aux_assets.report import summary_table
 from aux_assets.sources.base import SearchError, Source, UnconfiguredSource
 from aux_assets.sources.profiles import SOURCES, UnknownSourceError, check_source
+from aux_assets.staging.claims import FileClaims
 from aux_assets.staging.stager import ItemOutcome, Stager, lookup_items, stage_tasks
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 
@@ -219,7 +221,7 @@ def _priority(tags: Mapping[str, str]) -> int:
 
 
 @aux_asset(
-    {"catalog", "storage", *SOURCE_KEYS},
+    {"catalog", "storage", "staging", *SOURCE_KEYS},
     checks.ALL_STAGED_VERIFIED,
     dg.AutomationCondition.eager(),  # follows aux_search_results
 )
@@ -229,7 +231,8 @@ def aux_staged_items(
     """The picked items staged: bytes stored and verified, item registered in the catalog;
     per item: staged, already present, or failed with its reason. Items found in our own
     catalog (source ``catalog``) are not staged again. Transfers from a source wait for a slot
-    of its pool ``aux_source_<name>`` (:mod:`aux_assets.defs.pools`)."""
+    of its pool ``aux_source_<name>`` (:mod:`aux_assets.defs.pools`); a local source's files are
+    read only inside its folder and ``AUX_LOCAL_FILE_ROOTS``."""
     limits = {name: source_resource(context, name).max_connections for name in SOURCES}
     started = time.monotonic()
     gate = DagsterPoolGate(
@@ -240,13 +243,25 @@ def aux_staged_items(
         log=context.log.info,
     )
 
-    def source(name: str) -> tuple[bool, Auth | None]:
+    staging = context.resources.staging
+
+    def source(name: str) -> tuple[tuple[Path, ...], Auth | None]:
         resource = source_resource(context, name)
-        return resource.open().local, resource.auth()
+        return staging.file_roots(resource.open()), resource.auth()
 
     catalog = context.resources.catalog.open()
     try:
-        stager = Stager(catalog, context.resources.storage.open(), limits=limits, gate=gate)
+        storage = context.resources.storage
+        stager = Stager(
+            catalog,
+            storage.open(),
+            limits=limits,
+            gate=gate,
+            keep_superseded=storage.superseded == "keep",
+            claims=FileClaims(Path(storage.home) / "claims"),
+            transfer_timeout_s=staging.transfer_timeout_s,
+            max_unsized_bytes=staging.max_unsized_bytes,
+        )
         tasks = stage_tasks(aux_search_results.values(), source)
         outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
     finally:

@@ -1,4 +1,5 @@
-"""Dagster resources: one per source, the catalog, the storage and the products file.
+"""Dagster resources: one per source, the catalog, the storage, the staging bounds and the
+products file.
 
 Configuration comes from the environment (the README's tables). Secrets are passed as
 ``dg.EnvVar`` so that their values never appear in the definitions, the UI or the logs.
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from aux_assets.auth import AnyOfAuth, Auth, auth_from_env
 from aux_assets.catalog import open_catalog
@@ -20,7 +21,16 @@ from aux_assets.catalog.base import Catalog
 from aux_assets.filters import CATALOG_DIALECTS, SOURCE_DIALECTS, Dialect
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
 from aux_assets.sample import ensure_sample
-from aux_assets.settings import aux_home, choice_env, positive_int_env
+from aux_assets.settings import (
+    DEFAULT_MAX_UNSIZED_BYTES,
+    DEFAULT_TRANSFER_TIMEOUT_S,
+    MAX_UNSIZED_BYTES_ENV,
+    TRANSFER_TIMEOUT_ENV,
+    aux_home,
+    choice_env,
+    local_file_roots,
+    positive_int_env,
+)
 from aux_assets.sources import open_source
 from aux_assets.sources.base import Source
 from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, PROFILES, profile
@@ -33,7 +43,8 @@ class _Credentials(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Credentials of one service (``<prefix>_API_KEY``/``_TOKEN``, or OAuth2) and, apart, of the
     hosts its assets are downloaded from (``<prefix>_ASSET_*``, bound to ``<prefix>_ASSET_URL``:
     e.g. the station behind rs-server); built once per resource instance and shared by all its
-    searches and transfers (one token per account)."""
+    searches and transfers. An OAuth2 token is the process's one for its account, whichever
+    resources use it (the catalog and its source ``catalog`` share one)."""
 
     prefix: str
     url: str | None = None
@@ -110,6 +121,12 @@ class SourceResource(_Credentials):
                 )
         return self._source
 
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Close the search client once the step or sensor tick is done with it."""
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+
 
 SOURCE_KEYS = frozenset(p.resource_key for p in PROFILES.values())
 
@@ -136,9 +153,12 @@ class CatalogResource(_Credentials):
 
 class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where staged bytes go (``AUX_STORAGE_URL``: ``s3://bucket/prefix`` with the ``AWS_*``
-    variables, or a path; default ``$AUX_ASSETS_HOME/storage``)."""
+    variables, or a path; default ``$AUX_ASSETS_HOME/storage``) and what becomes of the files
+    of an item version a re-publication replaced (``AUX_SUPERSEDED_FILES``: ``delete`` once the
+    new version is registered, or ``keep``)."""
 
     url: str | None = None
+    superseded: str = "delete"
     aws_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
@@ -155,6 +175,26 @@ class StorageResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         env = {k: v for k, v in aws.items() if v}
         home = Path(self.home)
         return open_storage(self.url, home / "storage", env, home / "spool")
+
+
+SUPERSEDED_CHOICES = ("delete", "keep")
+
+
+class StagingResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """What transfers may do: the folders local sources may read besides their own
+    (``AUX_LOCAL_FILE_ROOTS``), the largest file whose item gives no size
+    (``AUX_MAX_UNSIZED_BYTES``), the longest transfer of one file (``AUX_TRANSFER_TIMEOUT_S``)."""
+
+    local_file_roots: list[str] = Field(default_factory=list)
+    max_unsized_bytes: int = DEFAULT_MAX_UNSIZED_BYTES
+    transfer_timeout_s: int = DEFAULT_TRANSFER_TIMEOUT_S
+
+    def file_roots(self, source: Source) -> tuple[Path, ...]:
+        """The folders ``source``'s ``file://`` hrefs may be read from: its own and the allowed
+        ones; none for a remote source."""
+        if not isinstance(source, LocalStacSource):
+            return ()
+        return (source.root, *map(Path, self.local_file_roots))
 
 
 class ProductsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -227,7 +267,17 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             aws_access_key_id=_optional_env(env, "AWS_ACCESS_KEY_ID"),
             aws_secret_access_key=_optional_env(env, "AWS_SECRET_ACCESS_KEY"),
             aws_region=env.get("AWS_REGION"),
+            superseded=choice_env(env, "AUX_SUPERSEDED_FILES", "delete", SUPERSEDED_CHOICES),
             home=home,
+        ),
+        "staging": StagingResource(
+            local_file_roots=[str(root) for root in local_file_roots(env)],
+            max_unsized_bytes=positive_int_env(
+                env, MAX_UNSIZED_BYTES_ENV, DEFAULT_MAX_UNSIZED_BYTES, "bytes"
+            ),
+            transfer_timeout_s=positive_int_env(
+                env, TRANSFER_TIMEOUT_ENV, DEFAULT_TRANSFER_TIMEOUT_S, "seconds"
+            ),
         ),
         "products": ProductsResource(path=products_file),
     }

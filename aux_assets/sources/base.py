@@ -78,6 +78,10 @@ class Source(Protocol):
 
     def describe(self) -> str: ...
 
+    def close(self) -> None:
+        """Release connections and caches (a later search opens them again)."""
+        ...
+
 
 @dataclass(frozen=True)
 class UnconfiguredSource:
@@ -95,3 +99,6 @@ class UnconfiguredSource:
 
     def describe(self) -> str:
         return f"{self.name} (not configured)"
+
+    def close(self) -> None:
+        """Nothing to release."""

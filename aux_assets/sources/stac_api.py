@@ -78,6 +78,7 @@ class StacApiSource:
         self._auth = auth
         self._timeout_s = timeout_s
         self._client: Client | None = None
+        self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -100,7 +101,7 @@ class StacApiSource:
                 session = _OriginBoundSession()
                 for prefix, adapter in stac_io.session.adapters.items():
                     session.mount(prefix, adapter)
-                stac_io.session = session
+                stac_io.session = self._session = session
                 self._client = Client.open(
                     self.url,
                     stac_io=stac_io,
@@ -108,6 +109,13 @@ class StacApiSource:
                     timeout=self._timeout_s,
                 )
             return self._client
+
+    def close(self) -> None:
+        """Close the connections of the searches (a later search opens new ones)."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+            self._client = self._session = None
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
         """All pages of the search; a 401 renews the credentials once and searches again."""

@@ -269,7 +269,7 @@ class LocalStacSource:
     """A static STAC catalog, collection or ItemCollection on disk, searched with cql2.
 
     Items are read once per process (and again when a document changes) into an index on disk;
-    asset hrefs are made absolute ``file://`` URLs.
+    asset hrefs are made absolute ``file://`` URLs, staged only from inside :attr:`root`.
     """
 
     local = True
@@ -283,6 +283,19 @@ class LocalStacSource:
 
     def describe(self) -> str:
         return f"{self.name} at {self.path.as_uri()}"
+
+    def close(self) -> None:
+        """Delete the index (a later search builds it again)."""
+        with self._lock:
+            if self._cache is not None:
+                self._cache.index.close()
+                self._cache = None
+
+    @property
+    def root(self) -> Path:
+        """The folder of its catalog, collection or ItemCollection document, symlinks resolved:
+        its ``file://`` hrefs are read only from inside it (and ``AUX_LOCAL_FILE_ROOTS``)."""
+        return Path(os.path.realpath(self.path if self.path.is_dir() else self.path.parent))
 
     def _root(self) -> Path:
         if self.path.is_dir():

@@ -307,6 +307,12 @@ def _extract_nested(
         pending.extend((path, level + 1) for path in new if _is_nested(path.name))
 
 
+def extract_temp_name(name: str) -> str:
+    """A fresh hidden name for the folder an archive is unpacked into before it is renamed
+    ``name``."""
+    return f".{name}.extract-{secrets.token_hex(8)}"
+
+
 def extract_archive(
     archive: Path, dest: Path, limits: Limits = Limits(), name: str | None = None
 ) -> list[ExtractedFile]:
@@ -325,7 +331,7 @@ def extract_archive(
     if os.path.lexists(dest):
         raise _error(label, None, f"destination {str(dest)!r} already exists")
     budget = _Budget(limits, archive.stat().st_size)
-    tmp = dest.parent / f".{dest.name}.extract-{secrets.token_hex(8)}"
+    tmp = dest.with_name(extract_temp_name(dest.name))
     tmp.mkdir()
     try:
         files = _extract_into(archive, _FORMAT_OF[suffix], tmp, PurePosixPath(), label, budget)

@@ -7,13 +7,23 @@ Invariants (docs/design/staging.md):
   asset hrefs point at our storage, the source asset is kept as ``alternate.source``, and
   ``file:checksum`` is a multihash;
 - ids and asset keys become paths only after validation; ``file://`` hrefs are read only
-  from local sources;
-- every failure is reported per item; what succeeded is kept; a re-run stages only what is
-  missing. Two runs of the same items use distinct ``.part`` files and idempotent upserts;
-  a run holds a source (its gate) until the items it fetched from it are registered, and a
-  run that had to wait for the source looks the catalog up again before transferring;
+  from local sources, and only inside their folders (symlinks resolved; the source's own folder
+  and ``AUX_LOCAL_FILE_ROOTS``);
+- a stored object never changes once a catalog entry points at it: files are committed under
+  the generation of their digest (:func:`aux_assets.staging.items.generation_key`), the entry
+  switches once the new version is registered, and only then are the generations it replaced
+  removed (unless kept); a file stored but left unregistered is re-hashed and registered by the
+  next run, not downloaded again;
+- every failure is reported per item (a batch the catalog refuses is retried item by item);
+  what succeeded is kept; a re-run stages only what is missing. Two runs of the same items use
+  distinct ``.part`` files and idempotent upserts; a run holds a source (its gate) until the
+  items it fetched from it are registered, and a run that had to wait for the source looks the
+  catalog up again before transferring; a run claims each item it stages
+  (:mod:`aux_assets.staging.claims`), and a run that finds an item claimed waits, then looks
+  it up again;
 - dead ``.part`` files and ``.work`` folders of killed runs are swept from the folders of the
-  items being staged (:func:`aux_assets.storage.base.sweep_leftovers`).
+  items being staged, and from the whole storage once an hour
+  (:func:`aux_assets.storage.base.sweep_leftovers`).
 """
 
 from __future__ import annotations
@@ -22,8 +32,9 @@ import asyncio
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -35,6 +46,7 @@ from aux_assets import tracing
 from aux_assets.auth import Auth
 from aux_assets.catalog.base import Catalog
 from aux_assets.documents import SearchDocument, StagedItem, Status
+from aux_assets.settings import DEFAULT_MAX_UNSIZED_BYTES, DEFAULT_TRANSFER_TIMEOUT_S
 from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, profile
 from aux_assets.staging.archives import (
     ArchiveError,
@@ -44,16 +56,22 @@ from aux_assets.staging.archives import (
     is_archive,
     strip_archive_suffix,
 )
-from aux_assets.staging.gates import OpenGate, SourceGate, admitted
+from aux_assets.staging.claims import ItemClaims, NoClaims
+from aux_assets.staging.gates import FIRST_POLL_S, MAX_POLL_S, OpenGate, SourceGate, admitted
 from aux_assets.staging.items import (
+    TEMP_NAME_BYTES,
     alternate_source,
     asset_filename,
+    check_stored_key,
     eviction,
+    generation_key,
+    normal_assets,
     registered_asset,
     registered_checksum,
     registered_item,
     source_checksum,
     storage_key,
+    version_root,
 )
 from aux_assets.staging.transfer import (
     TransferEngine,
@@ -68,11 +86,21 @@ from aux_assets.utils.names import (
     check_collection_id,
     check_item_id,
     check_safe_name,
+    normal_name,
+    same_after_nfc,
+    spelling,
 )
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.stac import read_item
 from aux_assets.utils.tasks import run_all
-from aux_assets.utils.urls import href_file_name, redact_url, strip_userinfo
+from aux_assets.utils.text import shorten
+from aux_assets.utils.urls import (
+    LocalURLError,
+    confined_path,
+    href_file_name,
+    redact_url,
+    strip_userinfo,
+)
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -82,25 +110,27 @@ _log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StageTask:
-    """One selected source item to stage into ``collection``."""
+    """One selected source item to stage into ``collection``; its ``file://`` hrefs are read
+    only inside the folders ``file_roots`` (none: a remote source, no ``file://``)."""
 
     item: pystac.Item
     collection: str
     source: str
-    local_source: bool = False
+    file_roots: tuple[Path, ...] = ()
     auth: Auth | None = None
     asset_keys: tuple[str, ...] | None = None
     unpack: bool = False
 
 
 def stage_tasks(
-    documents: Iterable[SearchDocument], source: Callable[[str], tuple[bool, Auth | None]]
+    documents: Iterable[SearchDocument],
+    source: Callable[[str], tuple[tuple[Path, ...], Auth | None]],
 ) -> list[StageTask]:
     """The items search documents selected, as stage tasks. Items found in our own catalog are
     not staged again; where an entry names no assets, its source's default assets are staged
-    (:mod:`aux_assets.sources.profiles`). ``source(name)`` tells whether a source is local and
-    gives its credentials. An item selected on several days becomes one task (the first; the
-    stager stages each item once)."""
+    (:mod:`aux_assets.sources.profiles`). ``source(name)`` gives the folders a source's
+    ``file://`` hrefs may be read from (none for a remote source) and its credentials. An item
+    selected on several days becomes one task (the first; the stager stages each item once)."""
     tasks: list[StageTask] = []
     seen: set[tuple[str, str]] = set()
     for doc in documents:
@@ -108,7 +138,7 @@ def stage_tasks(
             special = profile(product["source"])
             if special.ours:
                 continue
-            local, auth = source(special.name)
+            file_roots, auth = source(special.name)
             assets = product["assets"]
             keys = tuple(assets) if assets is not None else special.default_assets
             for feature in product["selected"]["features"]:
@@ -120,7 +150,7 @@ def stage_tasks(
                         item=read_item(feature),
                         collection=product["collection"],
                         source=special.name,
-                        local_source=local,
+                        file_roots=file_roots,
                         auth=auth,
                         asset_keys=keys,
                         unpack=product["unpack"],
@@ -162,9 +192,10 @@ class ItemOutcome:
     reason: str | None = None
     assets: list[AssetOutcome] = field(default_factory=list)
     bytes_transferred: int = 0
+    superseded: list[str] = field(default_factory=list)  # storage keys of replaced generations
 
     def to_json(self) -> StagedItem:
-        return {
+        document: StagedItem = {
             "item_id": self.item_id,
             "collection": self.collection,
             "source": self.source,
@@ -182,6 +213,9 @@ class ItemOutcome:
                 for a in self.assets
             ],
         }
+        if self.superseded:
+            document["superseded"] = list(self.superseded)
+        return document
 
 
 @dataclass
@@ -192,6 +226,9 @@ class _Accepted:
     assets: dict[str, pystac.Asset]
     keys: dict[str, str]
     requests: dict[str, TransferRequest] = field(default_factory=dict)
+    previous: pystac.Item | None = None  # the catalog's item when it was looked up
+    reused: set[str] = field(default_factory=set)  # assets found stored, verified, unregistered
+    spelled: str | None = None  # the source's spelling of the id, when it is not NFC
 
 
 class _ItemFailed(Exception):
@@ -209,6 +246,7 @@ class _Ready:
     key: str = ""
     tree: Path | None = None
     files: list[ExtractedFile] = field(default_factory=list)
+    reused: bool = False  # already stored under its generation key: nothing to commit
 
     def __post_init__(self) -> None:
         self.key = self.key or self.source_key
@@ -231,16 +269,24 @@ class Stager:
         archive_limits: Limits | None = None,
         gate: SourceGate | None = None,
         read_timeout_s: float = 60.0,
+        transfer_timeout_s: float = DEFAULT_TRANSFER_TIMEOUT_S,
+        max_unsized_bytes: int = DEFAULT_MAX_UNSIZED_BYTES,
         leftover_max_age_s: float = LEFTOVER_MAX_AGE_S,
+        keep_superseded: bool = False,
+        claims: ItemClaims | None = None,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
         self.limits = dict(limits or {})
         self.gate = gate or OpenGate()
         self.read_timeout_s = read_timeout_s  # longest silence of a server mid-transfer
+        self.transfer_timeout_s = transfer_timeout_s  # longest transfer of a file, all attempts
+        self.max_unsized_bytes = max_unsized_bytes  # largest file whose item gives no file:size
         self.retry = retry or RetryPolicy()
         self.archive_limits = archive_limits or Limits()
         self.leftover_max_age_s = leftover_max_age_s
+        self.keep_superseded = keep_superseded  # keep the files of replaced item versions
+        self.claims = claims or NoClaims()
         self.swept = 0
         self._catalog_lock = threading.Lock()  # sources register from threads; clients are sync
 
@@ -250,12 +296,14 @@ class Stager:
         unique: dict[tuple[str, str], StageTask] = {}
         for task in tasks:
             unique.setdefault((task.collection, task.item.id), task)
-        outcomes: dict[tuple[str, str], ItemOutcome] = {}
+        outcomes: dict[tuple[str, str], ItemOutcome] = {}  # by collection and NFC id
+        refused: dict[tuple[str, str], ItemOutcome] = {}  # by collection and id as spelled
         accepted: list[_Accepted] = []
+        spellings: dict[tuple[str, str], str] = {}
         for key, task in unique.items():
-            result = self._check(task)
+            result = self._check(task, spellings)
             if isinstance(result, ItemOutcome):
-                outcomes[key] = result
+                refused[key] = result
             else:
                 accepted.append(result)
         self.swept += self.storage.sweep(
@@ -264,38 +312,61 @@ class Stager:
         todo = [w for w in self._dedupe(accepted, outcomes) if not self._evicted(w, outcomes)]
         for outcome in asyncio.run(self._stage_sources(todo)) if todo else []:
             outcomes[(outcome.collection, outcome.item_id)] = outcome
-        return [outcomes[key] for key in unique]
+        return [refused.get(key) or outcomes[(key[0], normal_name(key[1]))] for key in unique]
 
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
         return ItemOutcome(task.item.id, task.collection, task.source, "failed", reason)
 
-    def _check(self, task: StageTask) -> _Accepted | ItemOutcome:
-        """Validate names, the asset selection and hrefs: no I/O happens for a bad item."""
+    def _check(
+        self, task: StageTask, spellings: dict[tuple[str, str], str]
+    ) -> _Accepted | ItemOutcome:
+        """Validate names, the asset selection and hrefs: nothing is fetched or written for a bad
+        item (``file://`` paths are only resolved).
+
+        The id and asset keys are taken in NFC, and every name leaves room for the temporary
+        names made from it (:data:`TEMP_NAME_BYTES`) and for the storage's key limit.
+        ``spellings`` maps (collection, NFC id) to the first spelling of the run: a later,
+        different spelling of the same id is refused.
+        """
         try:
-            check_item_id(task.item.id)
+            spelled = check_item_id(task.item.id)  # a string, as NFC needs
+            item_id = check_item_id(normal_name(spelled), TEMP_NAME_BYTES)
             check_collection_id(task.collection)
-            assets = dict(task.item.assets)
+            first = spellings.setdefault((task.collection, item_id), spelled)
+            if first != spelled:
+                return self._fail(
+                    task,
+                    f"{same_after_nfc('item id', first, spelled)}; only the first spelling of "
+                    "this run is staged",
+                )
+            assets = normal_assets(task.item)
             if task.asset_keys is not None:
-                missing = [k for k in task.asset_keys if k not in assets]
+                wanted = [normal_name(k) for k in task.asset_keys]
+                missing = [k for k in wanted if k not in assets]
                 if missing:
                     return self._fail(
                         task,
                         f"asset(s) {', '.join(missing)} not in the item; it has "
                         f"{', '.join(sorted(assets)) or 'no assets'}",
                     )
-                assets = {k: assets[k] for k in task.asset_keys}
+                assets = {k: assets[k] for k in wanted}
             if not assets:
                 return self._fail(task, "the item has no assets to stage")
             keys: dict[str, str] = {}
             for key, asset in assets.items():
                 check_safe_name(key, "asset key")
                 scheme = urlparse(asset.href).scheme
-                if scheme == "file" and not task.local_source:
+                if scheme == "file" and not task.file_roots:
                     return self._fail(
                         task,
                         f"asset {key!r} has a file:// href but source '{task.source}' is remote; "
                         "only local sources may point at local files",
                     )
+                try:
+                    if scheme == "file":  # inside the source's folders, symlinks resolved
+                        confined_path(asset.href, task.file_roots)
+                except LocalURLError as exc:
+                    return self._fail(task, f"asset {key!r}: {exc}")
                 if scheme not in {"http", "https", "file"}:
                     return self._fail(
                         task, f"asset {key!r} href scheme {scheme or 'none'!r} cannot be fetched"
@@ -306,12 +377,17 @@ class Stager:
                     return self._fail(
                         task, f"asset {key!r} has file:size {size!r}; it must be an integer >= 0"
                     )
-                keys[key] = storage_key(task.collection, task.item.id, asset_filename(key, asset))
+                spool_key = storage_key(task.collection, item_id, asset_filename(key, asset))
+                keys[key] = check_stored_key(key, spool_key, self.storage.max_key_bytes)
         except (UnsafeNameError, ChecksumError) as exc:
             return self._fail(task, str(exc))
         if len(set(keys.values())) < len(keys):
             return self._fail(task, f"assets {', '.join(keys)} would be stored under one name")
-        return _Accepted(task, assets, keys)
+        if item_id == spelled:
+            return _Accepted(task, assets, keys)
+        item = task.item.clone()  # staged and registered under the NFC id
+        item.id = item_id
+        return _Accepted(replace(task, item=item), assets, keys, spelled=spelled)
 
     def _dedupe(
         self, accepted: list[_Accepted], outcomes: dict[tuple[str, str], ItemOutcome]
@@ -322,24 +398,35 @@ class Stager:
         for collection, batch in _grouped(accepted, "collection").items():
             try:
                 self.catalog.ensure_collection(collection)
-                existing = lookup_items(self.catalog, collection, [p.task.item.id for p in batch])
+                ids = [p.task.item.id for p in batch] + [p.spelled for p in batch if p.spelled]
+                existing = lookup_items(self.catalog, collection, ids)
             except Exception as exc:  # the catalog is down or refuses: every item says why
                 for work in batch:
-                    outcomes[(collection, work.task.item.id)] = self._fail(
+                    outcomes[_key(work)] = self._fail(
                         work.task, f"catalog lookup in {self.catalog.describe()} failed: {exc}"
                     )
                 continue
             for work in batch:
+                if work.spelled in existing and work.task.item.id not in existing:
+                    outcomes[_key(work)] = self._fail(
+                        work.task,
+                        f"{same_after_nfc('item id', work.spelled, work.task.item.id)}; the "
+                        f"catalog has {spelling(work.spelled)!r} and items are staged under "
+                        "their NFC id, which would make two look-alike items: remove the "
+                        "catalog's item or register it again under its NFC id",
+                    )
+                    continue
                 try:
                     present = self._present(work, existing)
                 except Exception as exc:  # e.g. the storage cannot be asked: this item says why
-                    outcomes[(collection, work.task.item.id)] = self._fail(
+                    outcomes[_key(work)] = self._fail(
                         work.task, f"checking the stored files failed: {exc}"
                     )
                     continue
                 if present is not None:
-                    outcomes[(collection, work.task.item.id)] = present
+                    outcomes[_key(work)] = present
                 else:
+                    work.previous = existing.get(work.task.item.id)
                     todo.append(work)
         return todo
 
@@ -350,7 +437,7 @@ class Stager:
         for key, asset in work.assets.items():
             when = eviction(asset)
             if when is not None and when <= now:
-                outcomes[(work.task.collection, work.task.item.id)] = self._fail(
+                outcomes[_key(work)] = self._fail(
                     work.task,
                     f"asset {key!r} was evicted from source '{work.task.source}' on "
                     f"{when.isoformat()}: it can no longer be downloaded there",
@@ -399,6 +486,7 @@ class Stager:
                 continue
             for work, outcome in found:
                 if outcome is None:
+                    work.previous = existing.get(work.task.item.id, work.previous)
                     todo.append(work)
                 else:
                     present.append(outcome)
@@ -470,17 +558,54 @@ class Stager:
         async with admitted(self.gate, source, wanted) as admission:
             if admission.waited:
                 batch, present = await asyncio.to_thread(self._recheck, source, batch)
-            if not batch:
-                return present
-            transfers = await self._fetch(source, batch, admission.connections)
-            return present + await asyncio.to_thread(self._register, batch, transfers)
+            return present + await self._stage_claimed(source, batch, admission.connections)
+
+    async def _stage_claimed(
+        self, source: str, batch: list[_Accepted], connections: int
+    ) -> list[ItemOutcome]:
+        """Transfer, commit and register the items of ``batch`` this run claims; the items
+        another run is staging are waited for, looked up again, and staged only if that run
+        did not register them (:mod:`aux_assets.staging.claims`)."""
+        outcomes: list[ItemOutcome] = []
+        delay = FIRST_POLL_S
+        contested = False
+        while batch:
+            held = await asyncio.to_thread(self.claims.claim, [_key(w) for w in batch])
+            mine = [work for work in batch if _key(work) in held]
+            batch = [work for work in batch if _key(work) not in held]
+            try:
+                if mine and contested:  # another run held them: it may have registered them
+                    mine, present = await asyncio.to_thread(self._recheck, source, mine)
+                    outcomes += present
+                if mine:
+                    transfers = await self._fetch(source, mine, connections)
+                    outcomes += await asyncio.to_thread(self._register, mine, transfers)
+            finally:
+                self.claims.release(held)
+            if batch:
+                if not contested:
+                    _log.info(
+                        "%d item(s) from %s are being staged by another run: waiting for it",
+                        len(batch),
+                        source,
+                    )
+                contested = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, MAX_POLL_S)
+        return outcomes
 
     async def _fetch(
         self, source: str, batch: list[_Accepted], connections: int
     ) -> list[dict[str, TransferResult | TransferError]]:
-        """Transfer the assets of ``batch`` from ``source`` over ``connections`` connections."""
-        for work in batch:
+        """Transfer the assets of ``batch`` from ``source`` over ``connections`` connections;
+        an asset already stored under the key of the checksum its source announces (a run that
+        stored it could not register it) is re-hashed instead (:meth:`_reusable`)."""
+        reused = await asyncio.to_thread(lambda: [self._reusable(work) for work in batch])
+        for work, found in zip(batch, reused, strict=True):
+            work.reused = set(found)
             for key, asset in work.assets.items():
+                if key in found:
+                    continue
                 size = asset.extra_fields.get("file:size")
                 work.requests[key] = TransferRequest(
                     url=asset.href,
@@ -488,18 +613,62 @@ class Stager:
                     expected_size=size,
                     expected_checksum=source_checksum(asset),
                     pool=work.task.source,
-                    allow_file=work.task.local_source,
+                    file_roots=work.task.file_roots,
                     auth=work.task.auth,
                     expected_media_type=asset.media_type,
                 )
         engine = TransferEngine(
-            limits={source: connections}, retry=self.retry, read_timeout=self.read_timeout_s
+            limits={source: connections},
+            retry=self.retry,
+            read_timeout=self.read_timeout_s,
+            total_timeout=self.transfer_timeout_s,
+            max_unsized_bytes=self.max_unsized_bytes,
         )
         try:
             results = iter(await engine.fetch_all([r for p in batch for r in p.requests.values()]))
         finally:
             await engine.aclose()
-        return [{key: next(results) for key in work.requests} for work in batch]
+        return [
+            {key: found[key] if key in found else next(results) for key in work.assets}
+            for work, found in zip(batch, reused, strict=True)
+        ]
+
+    def _reusable(self, work: _Accepted) -> dict[str, TransferResult]:
+        """The assets of ``work`` stored, verified, under the generation key of the checksum
+        their source announces, as results of a transfer of no bytes. (An archive to unpack is
+        fetched again: its members are what is stored.)"""
+        found: dict[str, TransferResult] = {}
+        for key, asset in work.assets.items():
+            announced = source_checksum(asset)
+            name = work.keys[key].rsplit("/", 1)[1]
+            if announced is None or (work.task.unpack and is_archive(name)):
+                continue
+            final = generation_key(work.keys[key], announced)
+            started = time.monotonic()
+            try:
+                stored = self.storage.rehash(final, announced.algorithm)
+            except (OSError, StorageError, ValueError) as exc:
+                _log.warning(
+                    "re-hashing %s failed (%s): staging it again", final, shorten(str(exc))
+                )
+                continue
+            if stored is None:
+                continue
+            size, checksum = stored
+            expected = asset.extra_fields.get("file:size")
+            if checksum.hexdigest != announced.hexdigest.lower() or expected not in {None, size}:
+                _log.warning("%s holds other bytes than its name says: staging it again", final)
+                continue
+            found[key] = TransferResult(
+                request=TransferRequest(asset.href, self.storage.part_path(work.keys[key])),
+                size=size,
+                checksum=checksum,
+                attempts=0,
+                resumed=False,
+                seconds=time.monotonic() - started,
+                bytes_received=0,
+            )
+        return found
 
     def _register(
         self, batch: list[_Accepted], transfers: list[dict[str, TransferResult | TransferError]]
@@ -513,27 +682,108 @@ class Stager:
             if item is not None:
                 registered.setdefault(work.task.collection, []).append((item, outcome))
         for collection, entries in registered.items():
-            attributes: tracing.Attributes = {
-                "aux.catalog": tracing.safe_text(self.catalog.describe()),
-                "aux.collection": collection,
-                "aux.items": len(entries),
-            }
-            with tracing.span("aux.catalog.register", attributes) as opened:
-                try:
-                    with self._catalog_lock:
-                        self.catalog.upsert(collection, [item for item, _ in entries])
-                except Exception as exc:  # only the items the catalog did not store have failed
-                    tracing.fail(opened, exc)
-                    failed = getattr(exc, "failed_ids", None)
+            self._upsert(collection, entries)
+            if self.catalog.relocates:
+                self._read_back(collection, [o for _, o in entries if o.status == "staged"])
+        if not self.keep_superseded and not self.catalog.relocates:
+            replaced: dict[str, list[tuple[ItemOutcome, pystac.Item]]] = {}
+            for work, outcome in zip(batch, outcomes, strict=True):
+                if outcome.status == "staged" and work.previous is not None:
+                    replaced.setdefault(outcome.collection, []).append((outcome, work.previous))
+            for collection, versions in replaced.items():
+                self._supersede(collection, versions)
+        return outcomes
+
+    def _upsert(self, collection: str, entries: list[tuple[pystac.Item, ItemOutcome]]) -> None:
+        """Register ``entries`` in one bulk upsert; the items the catalog did not store fail with
+        its reason. A refusal that names no item is retried item by item, so that one item the
+        catalog cannot take fails alone."""
+        attributes: tracing.Attributes = {
+            "aux.catalog": tracing.safe_text(self.catalog.describe()),
+            "aux.collection": collection,
+            "aux.items": len(entries),
+        }
+        with tracing.span("aux.catalog.register", attributes) as opened:
+            try:
+                with self._catalog_lock:
+                    self.catalog.upsert(collection, [item for item, _ in entries])
+                return
+            except Exception as exc:
+                tracing.fail(opened, exc)
+                failed = getattr(exc, "failed_ids", None)
+                if failed is None and len(entries) > 1:
+                    refused = exc
+                else:
                     reasons: dict[str, str] = getattr(exc, "reasons", {})
                     for item, outcome in entries:
                         if failed is None or item.id in failed:
                             outcome.status = "failed"
                             reason = reasons.get(item.id) or str(exc)
                             outcome.reason = f"catalog registration: {reason}"
-            if self.catalog.relocates:
-                self._read_back(collection, [o for _, o in entries if o.status == "staged"])
-        return outcomes
+                    return
+        _log.warning(
+            "%s refused a batch of %d item(s) of %s (%s): registering them one by one",
+            self.catalog.describe(),
+            len(entries),
+            collection,
+            type(refused).__name__,
+        )
+        for entry in entries:
+            self._upsert(collection, [entry])
+
+    def _supersede(self, collection: str, replaced: list[tuple[ItemOutcome, pystac.Item]]) -> None:
+        """Once items are registered with new files: remove the versions of their files that
+        their previous catalog entries used and their entries now do not (read again, in one
+        lookup, so that what another run registered meanwhile stays). Only what lies in the
+        item's own folder is removed; a failure is logged: the catalog is right, old bytes stay.
+        (A catalog that moves files into its own storage handles its versions itself.)"""
+        try:
+            with self._catalog_lock:
+                now = lookup_items(self.catalog, collection, [o.item_id for o, _ in replaced])
+        except Exception as exc:  # the type only: a message may quote a URL or a reply
+            _log.warning(
+                "looking up %d re-registered item(s) of %s failed (%s): the files of their "
+                "previous versions stay",
+                len(replaced),
+                collection,
+                type(exc).__name__,
+            )
+            return
+        for outcome, previous in replaced:
+            current = now.get(outcome.item_id)
+            if current is None:  # not there any more: leave everything as it is
+                continue
+            in_use = self._versions(outcome, [a.href for a in current.assets.values()])
+            in_use |= self._versions(outcome, [a.href for a in outcome.assets])
+            old = self._versions(outcome, [a.href for a in previous.assets.values()])
+            for key in sorted(old - in_use):
+                try:
+                    removed = self.storage.remove(key)
+                except (OSError, StorageError, ValueError) as exc:
+                    _log.warning(
+                        "removing %s, superseded by the new version of %s, failed (%s)",
+                        key,
+                        outcome.item_id,
+                        shorten(str(exc)),
+                    )
+                    continue
+                outcome.superseded.append(key)
+                _log.info(
+                    "%s: removed %d superseded file(s) under %s", outcome.item_id, removed, key
+                )
+
+    def _versions(self, outcome: ItemOutcome, hrefs: Iterable[str]) -> set[str]:
+        """The version roots (:func:`version_root`) in our storage of the item's ``hrefs``."""
+        roots: set[str] = set()
+        for href in hrefs:
+            try:
+                key = self.storage.key_of(href)
+            except ValueError:  # e.g. file://host/...: not in our storage
+                continue
+            root = key and version_root(key, outcome.collection, outcome.item_id)
+            if root:
+                roots.add(root)
+        return roots
 
     def _read_back(self, collection: str, outcomes: list[ItemOutcome]) -> None:
         """Where a catalog that moves files into storage of its own put them: each staged
@@ -610,7 +860,7 @@ class Stager:
         """A verified asset, unpacked into a scratch tree when asked (nothing committed)."""
         storage_key = work.keys[key]
         name = storage_key.rsplit("/", 1)[1]
-        ready = _Ready(key, work.assets[key], result, storage_key)
+        ready = _Ready(key, work.assets[key], result, storage_key, reused=key in work.reused)
         if work.task.unpack and is_archive(name):
             tree = self.storage.scratch_dir(storage_key)
             ready.files = extract_archive(result.request.part_path, tree, self.archive_limits, name)
@@ -623,16 +873,25 @@ class Stager:
     def _commit(self, work: _Accepted, ready: _Ready) -> pystac.Asset:
         """Commit one verified file (or its unpacked tree); return the registered asset."""
         result = ready.result
+        final = generation_key(ready.storage_key, result.checksum)
         if ready.tree is None:
-            href = self.storage.commit(result.request.part_path, ready.storage_key)
+            href = (
+                self.storage.href(final)
+                if ready.reused
+                else self.storage.commit(result.request.part_path, final)
+            )
             return registered_asset(ready.source, href, result.size, result.checksum)
-        prefix = ready.storage_key.rsplit("/", 1)[0]
-        hrefs = self.storage.commit_tree(ready.tree, prefix)
+        hrefs = self.storage.commit_tree(ready.tree, final.rsplit("/", 1)[0])
         result.request.part_path.unlink(missing_ok=True)
         largest = min(ready.files, key=lambda f: (-f.size, f.path.as_posix()))
         href = hrefs[largest.path.as_posix()]
         checksum = Checksum("sha256", largest.sha256)
         return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
+
+
+def _key(work: _Accepted) -> tuple[str, str]:
+    """What an item's outcome and claim are keyed by: its collection and (NFC) id."""
+    return work.task.collection, work.task.item.id
 
 
 def _grouped(

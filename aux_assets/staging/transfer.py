@@ -2,7 +2,9 @@
 
 Bytes go to a ``.part`` file while they are hashed; the caller renames it once the transfer
 succeeded. On any failure the ``.part`` file is removed and a :class:`TransferError` names the
-redacted URL and the reason, never a credential.
+redacted URL and the reason, never a credential. A ``file://`` URL is read only inside the
+folders its request names (symlinks resolved right before opening); a file whose size is not
+known is bounded in bytes, and every transfer (all its attempts) in time.
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ from yarl import URL
 
 from aux_assets import tracing
 from aux_assets.auth import Auth, AuthError, Unauthorized, renewing
+from aux_assets.settings import (
+    DEFAULT_MAX_UNSIZED_BYTES,
+    DEFAULT_TRANSFER_TIMEOUT_S,
+    MAX_UNSIZED_BYTES_ENV,
+    TRANSFER_TIMEOUT_ENV,
+)
 from aux_assets.utils.checksums import Checksum, Hasher, new_hasher
 from aux_assets.utils.retry import RetryPolicy, retry_after
 from aux_assets.utils.tasks import run_all
 from aux_assets.utils.text import shorten
-from aux_assets.utils.urls import file_path, redact_url, strip_userinfo
+from aux_assets.utils.urls import LocalURLError, confined_path, redact_url, strip_userinfo
 
 _REMOTE_SCHEMES = frozenset({"http", "https"})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -62,14 +70,15 @@ class TransferError(Exception):
 
 @dataclass(frozen=True, repr=False)
 class TransferRequest:
-    """One file to fetch from ``url`` into ``part_path`` (which must end with ``.part``)."""
+    """One file to fetch from ``url`` into ``part_path`` (which must end with ``.part``); a
+    ``file://`` url only from inside the folders ``file_roots`` (none: no ``file://``)."""
 
     url: str
     part_path: Path
     expected_size: int | None = None
     expected_checksum: Checksum | None = None
     pool: str = "default"
-    allow_file: bool = False
+    file_roots: tuple[Path, ...] = ()
     auth: Auth | None = None
     expected_media_type: str | None = None
 
@@ -188,7 +197,12 @@ class _Progress:
 
 
 class TransferEngine:
-    """Fetches :class:`TransferRequest` s with one shared HTTP client and a semaphore per pool."""
+    """Fetches :class:`TransferRequest` s with one shared HTTP client and a semaphore per pool.
+
+    ``read_timeout`` bounds a server's silence, ``total_timeout`` a whole transfer (all its
+    attempts, from when it has a slot of its pool), ``max_unsized_bytes`` a file whose request
+    gives no ``expected_size`` (announced or received).
+    """
 
     def __init__(
         self,
@@ -198,6 +212,8 @@ class TransferEngine:
         retry: RetryPolicy = RetryPolicy(),
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
+        total_timeout: float = DEFAULT_TRANSFER_TIMEOUT_S,
+        max_unsized_bytes: int = DEFAULT_MAX_UNSIZED_BYTES,
         chunk_size: int = 1 << 20,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -207,6 +223,8 @@ class TransferEngine:
             raise ValueError(f"pool limits must be at least 1, got {bad}")
         self._default_limit = default_limit
         self._retry = retry
+        self._total_timeout = total_timeout
+        self._max_unsized_bytes = max_unsized_bytes
         self._chunk_size = chunk_size
         self._sleep = sleep
         self._pools: dict[str, asyncio.Semaphore] = {}
@@ -272,12 +290,21 @@ class TransferEngine:
             return result
 
     async def _fetch_admitted(self, request: TransferRequest) -> TransferResult:
-        """:meth:`fetch` without its span: check the URL, wait for a slot of the pool, fetch."""
+        """:meth:`fetch` without its span: check the URL, wait for a slot of the pool, fetch
+        within the total timeout."""
         scheme = _check_url(request, request.url)
         async with self._pool(request.pool):
             started = time.monotonic()
             try:
-                return await self._fetch(request, scheme == "file", started)
+                async with asyncio.timeout(self._total_timeout):
+                    return await self._fetch(request, scheme == "file", started)
+            except TimeoutError:  # the total timeout (a read timeout is retried, then reported)
+                _discard(request.part_path)
+                raise TransferError(
+                    request.url,
+                    f"not done after {self._total_timeout:g} s, the limit for one file with all "
+                    f"its attempts (raise {TRANSFER_TIMEOUT_ENV} to allow more)",
+                ) from None
             except OSError as exc:
                 _discard(request.part_path)
                 raise TransferError(request.url, f"local I/O failed: {exc}") from None
@@ -315,11 +342,17 @@ class TransferEngine:
         )
 
     async def _copy_local(self, request: TransferRequest, part: _PartFile) -> None:
-        source_path = file_path(request.url)
-        assert source_path is not None  # checked by _check_url
-        with source_path.open("rb") as source:
+        """Copy the file, checked to be inside the request's folders right before it is opened;
+        the resolved path is opened with ``O_NOFOLLOW`` (a link swapped in for the file since is
+        refused; one swapped in for a folder above it is not seen)."""
+        try:
+            source_path = confined_path(request.url, request.file_roots)
+        except LocalURLError as exc:
+            raise TransferError(request.url, str(exc)) from None
+        with os.fdopen(os.open(source_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as source:
             while chunk := await asyncio.to_thread(source.read, self._chunk_size):
                 await part.write([chunk])
+                self._check_size(request, part.size, "read")
 
     async def _download(self, request: TransferRequest, progress: _Progress) -> None:
         """Transfer with retries; a 401 renews the credentials once
@@ -378,6 +411,7 @@ class TransferEngine:
                     progress.received += len(chunk)
                     pending.append(chunk)
                     pending_size += len(chunk)
+                    self._check_size(request, part.size + pending_size, "received")
                     if pending_size >= self._chunk_size:
                         await part.write(pending)
                         pending, pending_size = [], 0
@@ -424,12 +458,31 @@ class TransferEngine:
             raise TransferError(request.url, f"HTTP {status} {response.reason}")
         if part.size == 0:
             progress.validator = _validator(response.headers)
+        if end is not None:
+            self._check_size(request, end, "announced by the server")
         expected = request.expected_size
         if expected is not None and total is not None and total != expected:
             raise TransferError(
                 request.url, f"size mismatch: expected {expected} bytes, the server has {total}"
             )
         return end
+
+    def _check_size(self, request: TransferRequest, size: int, how: str) -> None:
+        """Fail a file once ``size`` bytes (read, received or announced) exceed its
+        ``expected_size`` or, when it has none, ``max_unsized_bytes``: no body runs on past
+        what the file may hold."""
+        expected = request.expected_size
+        if expected is not None and size > expected:
+            raise TransferError(
+                request.url, f"size mismatch: expected {expected} bytes, {size} {how}"
+            )
+        limit = self._max_unsized_bytes
+        if expected is None and size > limit:
+            raise TransferError(
+                request.url,
+                f"{size} bytes {how}: over {limit} bytes, the limit for a file whose item gives "
+                f"no file:size (raise {MAX_UNSIZED_BYTES_ENV} to allow more)",
+            )
 
     @asynccontextmanager
     async def _open(
@@ -456,7 +509,7 @@ class TransferEngine:
         self, request: TransferRequest, url: str, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         try:
-            auth_headers = request.auth.headers_for(url) if request.auth else {}
+            auth_headers = await request.auth.aheaders_for(url) if request.auth else {}
         except Exception as exc:  # e.g. the token endpoint refuses: fail this file, say why
             raise TransferError(request.url, f"could not obtain credentials: {exc}") from None
         # Credentials written into an href (user:password@host) are never sent: aiohttp would turn
@@ -526,7 +579,7 @@ def _check_url(request: TransferRequest, url: str, *, remote_only: bool = False)
         )
     if scheme != "file":
         raise TransferError(request.url, f"unsupported scheme {scheme!r}: use http(s) or file")
-    if not request.allow_file:
+    if not request.file_roots:
         raise TransferError(request.url, "file:// URLs are only read from local sources")
     if parts.netloc not in {"", "localhost"}:
         raise TransferError(request.url, "file:// URLs must name a path on this machine")

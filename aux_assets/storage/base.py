@@ -8,7 +8,8 @@ only then committed under their final name.
 
 A killed run leaves its hidden ``.part`` files and ``.work`` folders behind; :func:`sweep_leftovers`
 removes those nobody has written to for a day (a live transfer writes at least every read
-timeout, 60 s by default).
+timeout, 60 s by default): in the folders being staged on every run, and in every folder of the
+storage once an hour (:func:`sweep_tree`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from aux_assets.utils.checksums import Checksum
 from aux_assets.utils.names import check_safe_name
 
 
@@ -38,7 +40,12 @@ def check_key(key: str) -> tuple[str, ...]:
 
 
 LEFTOVER_MAX_AGE_S = 24 * 3600.0
-_LEFTOVER_RE = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{12}\.(?P<kind>part|work)")
+FULL_SWEEP_INTERVAL_S = 3600.0
+_SWEPT_MARKER = ".aux-swept"
+# what spool_name makes, and the folder an archive is unpacked into beside a .work folder
+_LEFTOVER_RE = re.compile(
+    r"\.(?P<name>.+)\.[0-9a-f]{12}\.(?P<kind>part|work)(?:\.extract-[0-9a-f]{16})?"
+)
 
 
 def spool_name(name: str, kind: str) -> str:
@@ -64,7 +71,8 @@ def _touched_since(folder: str, cutoff: float) -> bool:
 
 def sweep_leftovers(folder: str | Path, max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
     """Remove the dead leftovers directly in ``folder``: regular files ``.<name>.<12 hex>.part``
-    and folders ``.<name>.<12 hex>.work`` (as :func:`spool_name` makes them) whose newest mtime
+    and folders ``.<name>.<12 hex>.work`` (as :func:`spool_name` makes them, and with
+    ``.extract-<16 hex>`` after, where an archive is unpacked beside one) whose newest mtime
     is older than ``max_age_s``. Symlinks are never followed nor removed, other names never
     touched, errors skip the entry. Returns how many were removed."""
     cutoff = time.time() - max_age_s
@@ -92,8 +100,49 @@ def sweep_leftovers(folder: str | Path, max_age_s: float = LEFTOVER_MAX_AGE_S) -
     return removed
 
 
+def _subfolders(folder: str) -> list[str]:
+    """The folders directly in ``folder`` (symlinks not followed; leftovers not entered)."""
+    try:
+        with os.scandir(folder) as entries:
+            return [
+                e.path
+                for e in entries
+                if e.is_dir(follow_symlinks=False) and not _LEFTOVER_RE.fullmatch(e.name)
+            ]
+    except OSError:  # removed meanwhile, or not readable
+        return []
+
+
+def sweep_tree(root: str | Path, max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
+    """:func:`sweep_leftovers` in every item folder ``root/<collection>/<item id>`` (where
+    spool files are made; generation folders below them, which hold only committed files, are
+    never swept), at most once per :data:`FULL_SWEEP_INTERVAL_S` (the time of the last sweep is
+    the mtime of ``root/.aux-swept``); return how many leftovers were removed."""
+    marker = Path(root, _SWEPT_MARKER)
+    try:
+        if time.time() - marker.stat().st_mtime < FULL_SWEEP_INTERVAL_S:
+            return 0
+    except OSError:  # never swept (or not readable: the touch below says so)
+        pass
+    try:
+        marker.touch()
+    except OSError:  # no root yet, or read-only: nothing this run can sweep
+        return 0
+    return sum(
+        sweep_leftovers(item, max_age_s)
+        for collection in _subfolders(str(root))
+        for item in _subfolders(collection)
+    )
+
+
 class Storage(Protocol):
-    """A place to commit verified files and trees to."""
+    """A place to commit verified files and trees to.
+
+    ``max_key_bytes`` is the longest key (UTF-8 bytes) it can store: S3's limit less the
+    storage's prefix; locally the same limit, so that keys stay portable.
+    """
+
+    max_key_bytes: int
 
     def part_path(self, key: str) -> Path:
         """A fresh local path ending in ``.part`` to stream the object for ``key`` into."""
@@ -101,6 +150,19 @@ class Storage(Protocol):
 
     def commit(self, part: Path, key: str) -> str:
         """Make the verified ``part`` file the object at ``key``; return its href."""
+        ...
+
+    def rehash(self, key: str, algorithm: str) -> tuple[int, Checksum] | None:
+        """The size and ``algorithm`` checksum of the object at ``key`` (streamed, not held in
+        memory); ``None`` when there is none."""
+        ...
+
+    def key_of(self, href: str) -> str | None:
+        """The key of an href of this storage; ``None`` for any other href."""
+        ...
+
+    def remove(self, key: str) -> int:
+        """Remove the object at ``key`` and every object under ``key/``; return how many."""
         ...
 
     def commit_tree(self, directory: Path, prefix: str) -> dict[str, str]:
@@ -121,5 +183,6 @@ class Storage(Protocol):
 
     def sweep(self, keys: Iterable[str], max_age_s: float = LEFTOVER_MAX_AGE_S) -> int:
         """Remove dead local leftovers (:func:`sweep_leftovers`) where the parts of ``keys``
-        go; return how many were removed."""
+        go, and, at most once per :data:`FULL_SWEEP_INTERVAL_S`, everywhere in the storage;
+        return how many were removed."""
         ...

@@ -31,6 +31,8 @@ from aux_assets.storage.base import (
     spool_name,
     sweep_leftovers,
 )
+from aux_assets.utils.checksums import HASH_CHUNK, Checksum, hash_stream
+from aux_assets.utils.names import MAX_KEY_BYTES, utf8_size
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
@@ -77,6 +79,7 @@ class S3Storage:
         self.prefix = prefix.strip("/")
         if self.prefix:
             check_key(self.prefix)
+        self.max_key_bytes = MAX_KEY_BYTES - (utf8_size(f"{self.prefix}/") if self.prefix else 0)
         if multipart_chunk < _MIN_PART:
             raise ValueError(f"multipart_chunk must be at least {_MIN_PART} bytes (S3 minimum)")
         if multipart_concurrency < 1:
@@ -185,6 +188,42 @@ class S3Storage:
 
     def href(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._object_key(key)}"
+
+    def rehash(self, key: str, algorithm: str) -> tuple[int, Checksum] | None:
+        object_key = self._object_key(key)
+        try:
+            stream = obstore.get(self._store, object_key).stream(min_chunk_size=HASH_CHUNK)
+            return hash_stream(stream, algorithm)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise StorageError(
+                f"reading s3://{self.bucket}/{object_key} failed: {self._describe(exc)}"
+            ) from exc
+
+    def key_of(self, href: str) -> str | None:
+        parsed = urlparse(href)
+        path = parsed.path.lstrip("/")
+        if parsed.scheme != "s3" or parsed.netloc != self.bucket:
+            return None
+        start = f"{self.prefix}/" if self.prefix else ""
+        return (path[len(start) :] or None) if path.startswith(start) else None
+
+    def remove(self, key: str) -> int:
+        object_key = self._object_key(key)
+        try:
+            paths = [m["path"] for batch in obstore.list(self._store, object_key) for m in batch]
+            if self.exists(self.href(key)):  # an object at the key itself (a file's)
+                paths.append(object_key)
+            if paths:
+                obstore.delete(self._store, paths)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise StorageError(
+                f"removing s3://{self.bucket}/{object_key} failed: {self._describe(exc)}"
+            ) from exc
+        return len(paths)
 
     def exists(self, href: str) -> bool:
         """HEAD the object of an ``s3://`` href on this endpoint; ``False`` for any other href.

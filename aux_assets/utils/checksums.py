@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -88,3 +89,15 @@ def new_hasher(algorithm: str) -> Hasher:
     if algorithm not in _CODE_OF:
         raise ChecksumError(f"unsupported checksum algorithm {algorithm!r}")
     return hashlib.new(algorithm)
+
+
+HASH_CHUNK = 1 << 20  # bytes read at a time when a stored file is hashed again
+
+
+def hash_stream(chunks: Iterable[bytes], algorithm: str) -> tuple[int, Checksum]:
+    """The size and ``algorithm`` checksum of the bytes ``chunks`` yields."""
+    hasher, size = new_hasher(algorithm), 0
+    for chunk in chunks:
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, Checksum(algorithm, hasher.hexdigest())

@@ -1,10 +1,15 @@
-"""URLs parsed one way everywhere: local paths from ``file://`` URLs and plain paths, origins
-(what credentials are bound to), hrefs without their userinfo, and URLs safe for messages."""
+"""URLs parsed one way everywhere: local paths from ``file://`` URLs and plain paths (and whether
+they lie in the folders a source may read), origins (what credentials are bound to), hrefs
+without their userinfo, and URLs safe for messages."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+
+from aux_assets.settings import LOCAL_FILE_ROOTS_ENV
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -21,6 +26,25 @@ def file_path(url: str) -> Path | None:
     if parsed.netloc not in {"", "localhost"}:
         raise LocalURLError(f"{url!r} names host {parsed.netloc!r}; use file:///absolute/path")
     return Path(unquote(parsed.path))
+
+
+def confined_path(url: str, roots: Sequence[Path]) -> Path:
+    """The real path (symlinks resolved) of the ``file://`` ``url`` if it lies in one of the
+    folders ``roots`` (resolved too); else :class:`LocalURLError` naming the path, the folders
+    and the variable that allows more."""
+    path = file_path(url)
+    if path is None:
+        raise LocalURLError(f"{redact_url(url)} is not a file:// URL")
+    real = Path(os.path.realpath(path))
+    folders = [Path(os.path.realpath(root)) for root in roots]
+    if any(real.is_relative_to(folder) for folder in folders):
+        return real
+    resolved = f" (resolved: {real})" if real != path else ""
+    raise LocalURLError(
+        f"{path}{resolved} is outside the folders this source may read "
+        f"({', '.join(map(str, folders)) or 'none'}); to allow it, add a folder holding it to "
+        f"{LOCAL_FILE_ROOTS_ENV} (absolute paths separated by {os.pathsep!r})"
+    )
 
 
 def local_path(value: str) -> Path | None:

@@ -153,3 +153,11 @@ def test_a_source_dialect_comes_from_its_profile_or_its_variable(tmp_path):
     assert generic.open().dialect == "stac"
     with pytest.raises(ValueError, match="AUX_PRIP_DIALECT='cql' is not one of stac, rs-server"):
         build_resources({**env, "AUX_PRIP_DIALECT": "cql"})
+
+
+def test_superseded_files_are_deleted_unless_the_variable_keeps_them(tmp_path):
+    env = {"AUX_ASSETS_HOME": str(tmp_path)}
+    assert build_resources(env)["storage"].superseded == "delete"
+    assert build_resources({**env, "AUX_SUPERSEDED_FILES": "keep"})["storage"].superseded == "keep"
+    with pytest.raises(ValueError, match="AUX_SUPERSEDED_FILES='archive' is not one of delete"):
+        build_resources({**env, "AUX_SUPERSEDED_FILES": "archive"})

@@ -7,6 +7,7 @@ re-run moves nothing, an evicted file fails alone, and the seed's own ``CatalogC
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from datetime import UTC, datetime
@@ -164,9 +165,12 @@ def test_a_day_is_registered_in_rs_server_catalog_and_found_by_the_seeds_client(
             assert item["properties"]["owner"] == OWNER and "expires" in item["properties"]
             ((key, asset),) = item["assets"].items()
             assert key == by_name[key].name  # the asset key is the file name
-            object_key = f"{STAGING_PREFIX}/{collection}/{item_id}/{key}"
-            # the catalog copied the object into its bucket and removed ours
-            assert asset["href"] == f"s3://{CATALOG_BUCKET}/{object_key}"
+            # the catalog copied the object (under its generation folder) into its bucket and
+            # removed ours
+            object_key = asset["href"].removeprefix(f"s3://{CATALOG_BUCKET}/")
+            folder, generation, name = object_key.rsplit("/", 2)
+            assert folder == f"{STAGING_PREFIX}/{collection}/{item_id}" and name == key
+            assert re.fullmatch("[0-9a-f]{16}", generation)
             assert bytes(obstore.get(catalog_store, object_key).bytes()) == by_name[key].data
             assert asset["alternate"]["https"]["href"].endswith(f"/download/{key}")
             assert asset["file:size"] == len(by_name[key].data)
@@ -271,5 +275,7 @@ def test_items_the_catalog_refuses_fail_alone_and_nothing_is_half_registered(
         for item_id in failed:
             url = f"{rs_catalog.url}/collections/{OWNER}:{s2}/items/{item_id}"
             assert client.get(url).status_code == 404
-            key = f"{STAGING_PREFIX}/{s2}/{item_id}/{item_id}"
-            assert obstore.head(staging, key)["size"] > 0
+            folder = f"{STAGING_PREFIX}/{s2}/{item_id}"
+            (stored,) = obstore.list(staging, folder).collect()
+            assert stored["path"].startswith(f"{folder}/") and stored["size"] > 0
+            assert stored["path"].endswith(f"/{item_id}")

@@ -126,6 +126,7 @@ def servers(shared_sample: Path) -> Iterator[Servers]:
         **os.environ,
         "AUX_ASSETS_HOME": str(home),
         "AUX_AUXIP_URL": source.as_uri(),
+        "AUX_LOCAL_FILE_ROOTS": str(shared_sample),  # the source's hrefs point at the sample
         "AUX_PRODUCTS_FILE": str(root / "products.yaml"),
         "AUX_SENSOR_LOOKBACK_DAYS": "7",
         "AUX_SENSOR_INTERVAL_SECONDS": str(SENSOR_INTERVAL_S),

@@ -124,7 +124,10 @@ def expected_files(day: Sequence[DayTask], sample: Path) -> dict[str, str]:
         for key, raw in task.feature["assets"].items():
             data = (sample / raw["href"]).read_bytes()
             name = asset_filename(key, pystac.Asset.from_dict(raw))
-            prefix = f"{task.collection}/{task.item_id}"
+            announced = raw.get("file:checksum")
+            algorithm = Checksum.parse(announced).algorithm if announced else "sha256"
+            generation = hashlib.new(algorithm, data).hexdigest()[:16]  # the digest's first 16
+            prefix = f"{task.collection}/{task.item_id}/{generation}"
             if task.unpack and name.lower().endswith((".zip", ".tar", ".tgz", ".tar.gz")):
                 for member, digest in archive_members(data, name).items():
                     expected[f"{prefix}/{member}"] = digest

@@ -1,7 +1,8 @@
-"""STAC item builders shared by the discovery tests (tests/test_discovery.py) and the sensor
-tests (tests/defs/test_sensors.py)."""
+"""STAC item builders shared by the tests: search-side items (discovery, sensors) and items
+carrying assets to stage."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pystac
 
@@ -45,3 +46,29 @@ def make_feature(
 
 def make_item(*args: object, **kwargs: object) -> pystac.Item:
     return pystac.Item.from_dict(make_feature(*args, **kwargs))  # type: ignore[arg-type]
+
+
+def asset_item(item_id: str, assets: dict[str, dict[str, Any]], dated: bool = False) -> pystac.Item:
+    """A minimal item with ``assets`` (key -> asset fields): an AUX_POEORB covering 2026-01-05 when
+    ``dated``, else an undated item."""
+    properties: dict[str, Any] = (
+        {
+            "datetime": None,
+            "start_datetime": "2026-01-04T22:59:42Z",
+            "end_datetime": "2026-01-06T00:59:42Z",
+            "product:type": "AUX_POEORB",
+        }
+        if dated
+        else {"datetime": "2026-01-05T00:00:00Z"}
+    )
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": item_id,
+            "geometry": None,
+            "properties": properties,
+            "assets": assets,
+            "links": [],
+        }
+    )

@@ -14,9 +14,44 @@ from typing import Any
 Handler = Callable[[BaseHTTPRequestHandler], None]
 
 
+class CountingServer(ThreadingHTTPServer):
+    """A threading HTTP server that knows how many client connections are open."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._count_lock = threading.Lock()
+        self.open_connections = 0
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._count_lock:
+            self.open_connections += 1
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:  # once the client closed the connection
+        super().shutdown_request(request)
+        with self._count_lock:
+            self.open_connections -= 1
+
+    def wait_closed(self, timeout_s: float = 5.0) -> bool:
+        """Whether every client connection is closed within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.open_connections and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not self.open_connections
+
+
 @contextmanager
 def serve(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """Serve ``handler`` on 127.0.0.1, port 0; yield (base URL, request log)."""
+    with serve_counting(handler) as (url, log, _):
+        yield url, log
+
+
+@contextmanager
+def serve_counting(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]], CountingServer]]:
+    """:func:`serve`, also yielding the server (its open connections)."""
     log: list[dict[str, Any]] = []
 
     class _H(BaseHTTPRequestHandler):
@@ -31,12 +66,11 @@ def serve(handler: Handler) -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
         do_GET = do_POST = do_HEAD = _handle
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
-    server.daemon_threads = True
+    server = CountingServer(("127.0.0.1", 0), _H)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", log
+        yield f"http://127.0.0.1:{server.server_address[1]}", log, server
     finally:
         server.shutdown()
         server.server_close()
