@@ -112,10 +112,13 @@ def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
 
     assert staged_meta["leftovers_removed"].value == 0
 
-    # what a killed run would have left next to a staged file: a dead part and a live one
+    # what a killed run would have left in a staged file's item folder (where parts are
+    # made, above the generation folders): a dead part and a live one
     staged_file = next(p for p in _files(home) if not p.name.startswith("."))
-    dead = staged_file.with_name(f".{staged_file.name}.0123456789ab.part")
-    live = staged_file.with_name(f".{staged_file.name}.ba9876543210.part")
+    collection, item_id = staged_file.relative_to(home / "storage").parts[:2]
+    item_folder = home / "storage" / collection / item_id
+    dead = item_folder / f".{staged_file.name}.0123456789ab.part"
+    live = item_folder / f".{staged_file.name}.ba9876543210.part"
     dead.write_bytes(b"half")
     live.write_bytes(b"half")
     two_days_ago = time.time() - 2 * 86400
