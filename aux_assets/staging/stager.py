@@ -246,7 +246,6 @@ class _Ready:
     key: str = ""
     tree: Path | None = None
     files: list[ExtractedFile] = field(default_factory=list)
-    reused: bool = False  # already stored under its generation key: nothing to commit
 
     def __post_init__(self) -> None:
         self.key = self.key or self.source_key
@@ -860,7 +859,7 @@ class Stager:
         """A verified asset, unpacked into a scratch tree when asked (nothing committed)."""
         storage_key = work.keys[key]
         name = storage_key.rsplit("/", 1)[1]
-        ready = _Ready(key, work.assets[key], result, storage_key, reused=key in work.reused)
+        ready = _Ready(key, work.assets[key], result, storage_key)
         if work.task.unpack and is_archive(name):
             tree = self.storage.scratch_dir(storage_key)
             ready.files = extract_archive(result.request.part_path, tree, self.archive_limits, name)
@@ -877,7 +876,7 @@ class Stager:
         if ready.tree is None:
             href = (
                 self.storage.href(final)
-                if ready.reused
+                if ready.source_key in work.reused  # stored already: nothing to commit
                 else self.storage.commit(result.request.part_path, final)
             )
             return registered_asset(ready.source, href, result.size, result.checksum)
