@@ -9,9 +9,8 @@ that two runs updating the same collection never lose each other's links.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pystac
 
 from aux_assets.catalog.base import STAC_VERSION, new_collection
 from aux_assets.utils.jsonfiles import temp_name, write_json
+from aux_assets.utils.locks import exclusive_lock
 from aux_assets.utils.names import check_collection_id, check_item_id, utf8_size
 from aux_assets.utils.stac import read_item
 
@@ -61,15 +61,8 @@ class LocalCatalog:
     def item_url(self, collection_id: str, item_id: str) -> str:
         return self._item_path(collection_id, item_id).as_uri()
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return exclusive_lock(self.root / ".lock")
 
     def _ensure_root(self, collection_id: str) -> None:
         path = self.catalog_path

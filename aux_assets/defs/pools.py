@@ -7,16 +7,26 @@ A run transfers from a source only while it holds a slot of the source's pool, a
 time per source, with all its connections). Slots are claimed per (run, step, source) in the
 instance's concurrency tables: the UI's Concurrency page shows and edits them, and run monitoring
 frees the slots of a run that died (``free_slots_after_run_end_seconds``).
+
+Dagster's SQLite storage claims a slot by a select then an update without a row lock, so two
+processes claiming at once could both take the one slot (seen in CI: 4 connections under a limit
+of 2). The gate therefore makes its slot operations one at a time on the host, with a lock file
+in the instance's folder; PostgreSQL storage locks the slot row itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from pathlib import Path
 
 import dagster as dg
 
+from aux_assets.utils.locks import exclusive_lock
+
 POOL_PREFIX = "aux_source_"
 DEFAULT_POOL_SLOTS = 1
+LOCK_FILE = ".aux_pool_slots.lock"
 
 
 def pool_name(source: str) -> str:
@@ -37,6 +47,7 @@ class DagsterPoolGate:
         log: Callable[[str], None] = lambda _: None,
     ) -> None:
         self._storage = instance.event_log_storage
+        self._lock_path = Path(instance.root_directory) / LOCK_FILE
         self._default = instance.global_op_concurrency_default_limit
         self._run_id = run_id
         self._step_key = step_key
@@ -48,6 +59,10 @@ class DagsterPoolGate:
     def enabled(self) -> bool:
         """Whether the instance can share slots between runs (not an in-memory instance)."""
         return bool(self._storage.supports_global_concurrency_limits)
+
+    def _one_at_a_time(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the host's lock on slot operations."""
+        return exclusive_lock(self._lock_path)
 
     def _claim_key(self, source: str) -> str:
         return f"{self._step_key}[{source}]"
@@ -77,10 +92,11 @@ class DagsterPoolGate:
         if not self.enabled:
             return connections
         pool = pool_name(source)
-        slots = self._slots(pool)
-        status = self._storage.claim_concurrency_slot(
-            pool, self._run_id, self._claim_key(source), self._priority
-        )
+        with self._one_at_a_time():
+            slots = self._slots(pool)
+            status = self._storage.claim_concurrency_slot(
+                pool, self._run_id, self._claim_key(source), self._priority
+            )
         if not status.is_claimed:
             if source not in self._waiting:
                 self._waiting.add(source)
@@ -97,4 +113,5 @@ class DagsterPoolGate:
 
     def release(self, source: str) -> None:
         if self.enabled:
-            self._storage.free_concurrency_slot_for_step(self._run_id, self._claim_key(source))
+            with self._one_at_a_time():
+                self._storage.free_concurrency_slot_for_step(self._run_id, self._claim_key(source))

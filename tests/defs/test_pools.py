@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -62,6 +64,64 @@ def test_a_run_that_loses_the_race_to_create_the_pool_takes_the_limit_the_other_
         assert sum("had no limit" in m for m in messages) == 1  # only the writer says so
         first.release("auxip")
         assert second.claim("auxip", 2) == 2
+
+
+def test_slot_operations_of_runs_on_one_host_happen_one_at_a_time(monkeypatch):
+    """SQLite storage claims by select-then-update without a row lock: two runs claiming at once
+    both took the one slot (CI, 4 connections under a limit of 2). The gates take turns."""
+    with dg.instance_for_test() as instance:
+        storage = instance.event_log_storage
+        inside, peak, guard = [0], [0], threading.Lock()
+
+        def measured(call):
+            def wrapper(*args, **kwargs):
+                with guard:
+                    inside[0] += 1
+                    peak[0] = max(peak[0], inside[0])
+                time.sleep(0.05)  # a slow database widens the window
+                try:
+                    return call(*args, **kwargs)
+                finally:
+                    with guard:
+                        inside[0] -= 1
+
+            return wrapper
+
+        monkeypatch.setattr(
+            storage, "claim_concurrency_slot", measured(storage.claim_concurrency_slot)
+        )
+        monkeypatch.setattr(
+            storage,
+            "free_concurrency_slot_for_step",
+            measured(storage.free_concurrency_slot_for_step),
+        )
+        gates = [_gate(instance, f"run-{i}", []) for i in range(4)]
+        start = threading.Barrier(len(gates))
+        held: list[int] = []
+        most_held = [0]
+
+        def run(gate: DagsterPoolGate) -> None:
+            start.wait()
+            while gate.claim("auxip", 2) is None:
+                time.sleep(0.01)
+            with guard:
+                held.append(1)
+                most_held[0] = max(most_held[0], len(held))
+            time.sleep(0.02)
+            with guard:
+                held.pop()
+            gate.release("auxip")
+
+        threads = [threading.Thread(target=run, args=(gate,)) for gate in gates]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert peak[0] == 1  # never two slot operations at once
+        assert most_held[0] == 1  # never two runs holding the one slot
+        info = storage.get_concurrency_info(pool_name("auxip"))
+        assert info.slot_count == 1 and info.active_slot_count == 0 and info.pending_step_count == 0
 
 
 def test_slots_share_the_connections_so_the_total_stays_within_the_limit():
