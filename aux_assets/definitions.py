@@ -8,7 +8,7 @@ from aux_assets.defs.assets import IO_MANAGER
 from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.resources import build_resources
 from aux_assets.defs.schedules import ASSETS, aux_daily_schedule, aux_job
-from aux_assets.defs.sensors import aux_new_products_sensor
+from aux_assets.defs.sensors import aux_deadline_sensor, aux_new_products_sensor
 from aux_assets.settings import aux_home
 
 defs = dg.Definitions(
@@ -18,7 +18,7 @@ defs = dg.Definitions(
     executor=dg.in_process_executor,
     jobs=[aux_job],
     schedules=[aux_daily_schedule],
-    sensors=[aux_new_products_sensor],
+    sensors=[aux_new_products_sensor, aux_deadline_sensor],
     resources={
         **build_resources(),
         IO_MANAGER: JsonPartitionIOManager(base_dir=str(aux_home() / "io")),

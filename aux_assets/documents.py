@@ -123,10 +123,14 @@ class StagedDocument(TypedDict):
 
 
 class CatalogDocument(TypedDict):
+    """``replaced``: per product type whose selection changed since the day's previous
+    document, which items replace which."""
+
     partition: str
     window: WindowJson
     products: list[CatalogProduct]
     coverage: dict[str, bool]
+    replaced: NotRequired[dict[str, str]]
 
 
 def day_document(key: str, window: WindowJson, products: list[Any]) -> Any:
@@ -220,35 +224,72 @@ def empty_selections(documents: Mapping[str, SearchDocument]) -> list[str]:
     ]
 
 
-def mandatory_gaps(documents: Mapping[str, SearchDocument]) -> list[str]:
-    """``<day> <product type> (<units>)`` for every mandatory type with a unit left uncovered."""
-    return [
-        f"{key} {p['product_type']} ({', '.join(p['missing_units'])})"
-        for key, doc in sorted(documents.items())
-        for p in doc["products"]
-        if p["mandatory"] and p["missing_units"]
-    ]
+def _units(units: list[str]) -> str:
+    """What a product type lacks: every unit (``*``), named platforms, or its selection."""
+    if units == [ANY_UNIT]:
+        return "no candidate at all"
+    named = [unit for unit in units if unit != "None"]  # "None": items without a platform
+    return f"no selection for {', '.join(named)}" if named else "no selection"
 
 
-def failed_items(documents: Mapping[str, StagedDocument]) -> dict[str, str | None]:
-    """``{<collection>/<item id>: reason}`` of every failed item."""
+def mandatory_gaps(doc: SearchDocument) -> dict[str, str]:
+    """Per mandatory product type of a day with a unit left uncovered: which units."""
+    gaps: dict[str, list[str]] = {}
+    for p in doc["products"]:
+        if p["mandatory"] and p["missing_units"]:
+            gaps.setdefault(p["product_type"], []).extend(p["missing_units"])
+    return {ptype: _units(units) for ptype, units in gaps.items()}
+
+
+def failed_items(doc: StagedDocument) -> dict[str, str | None]:
+    """``{<product type> <collection>/<item id>: reason}`` of every failed item of a day."""
     return {
-        f"{o['collection']}/{o['item_id']}": o["reason"]
-        for doc in documents.values()
+        f"{p['product_type']} {o['collection']}/{o['item_id']}": o["reason"]
         for p in doc["products"]
         for o in p["items"]
         if o["status"] == "failed"
     }
 
 
-def uncovered(documents: Mapping[str, CatalogDocument]) -> list[str]:
-    """``<day> <product type>`` for every mandatory type the catalog does not cover."""
-    return [
-        f"{key} {product_type}"
-        for key, doc in sorted(documents.items())
-        for product_type, covered in doc["coverage"].items()
-        if not covered
-    ]
+def coverage_gaps(staged: StagedDocument, catalog: CatalogDocument) -> dict[str, str]:
+    """Per mandatory product type the catalog does not cover on a day: what is missing (units
+    without a selection; selected items the catalog does not hold, and why)."""
+    reasons: dict[str, list[str]] = {}
+    for product, held in zip(staged["products"], catalog["products"], strict=True):
+        ptype = product["product_type"]
+        if catalog["coverage"].get(ptype, True):
+            continue
+        found = {f["id"] for f in held["items"]["features"]}
+        why = reasons.setdefault(ptype, [])
+        if product["missing_units"]:
+            why.append(_units(product["missing_units"]))
+        for item in product["items"]:
+            if item["item_id"] not in found:
+                status = item["status"] + (f": {item['reason']}" if item["reason"] else "")
+                why.append(f"{item['item_id']} not in the catalog ({status})")
+    return {ptype: "; ".join(why) or "nothing selected" for ptype, why in reasons.items()}
+
+
+def replacements(previous: CatalogDocument | None, current: CatalogDocument) -> dict[str, str]:
+    """Per product type of a day whose selection changed since the ``previous`` document of
+    the day: which items now serve it instead of which (a precise orbit replacing restituted
+    ones)."""
+    if previous is None:
+        return {}
+    before: dict[tuple[str, str], set[str]] = {}
+    for product in previous["products"]:
+        ids = before.setdefault((product["product_type"], product["collection"]), set())
+        ids.update(f["id"] for f in product["items"]["features"])
+    changes: dict[str, str] = {}
+    for product in current["products"]:
+        key = (product["product_type"], product["collection"])
+        now = {f["id"] for f in product["items"]["features"]}
+        gone, new = sorted(before.get(key, set()) - now), sorted(now - before.get(key, set()))
+        if gone and key in before:
+            changes[product["product_type"]] = (
+                f"{', '.join(new) or 'nothing'} replaces {', '.join(gone)}"
+            )
+    return changes
 
 
 def search_numbers(doc: SearchDocument) -> dict[str, int]:

@@ -64,6 +64,13 @@ def summary_table(documents: Mapping[str, Any]) -> str:
             f"| {row.day} | {row.product_type} | {item} | {row.policy} | "
             f"{row.href} | {row.size if row.size is not None else ''} | {checksum} |"
         )
+    changes = [
+        f"- {day} {ptype}: {change}"
+        for day, doc in sorted(documents.items())
+        for ptype, change in doc.get("replaced", {}).items()
+    ]
+    if changes:
+        lines += ["", "Replaced since the day's previous run:", *changes]
     return "\n".join(lines)
 
 
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         target = f"{row.item_id} -> {where}" if row.item_id else "(none)"
         size = "" if row.size is None else row.size
         print(f"{row.product_type:<14} {row.policy:<28} {size:>8}  {target}")
+    for ptype, change in catalog.get("replaced", {}).items():
+        print(f"replaced: {ptype}: {change}")
     missing = [t for t, ok in catalog["coverage"].items() if not ok]
     print("coverage: complete" if not missing else f"coverage: MISSING {', '.join(missing)}")
     return 0

@@ -11,15 +11,16 @@ import pystac
 from aux_assets.documents import (
     catalog_document,
     catalog_features,
+    coverage_gaps,
     empty_selections,
     failed_items,
     feature,
     feature_collection,
     mandatory_gaps,
+    replacements,
     search_numbers,
     staged_document,
     staged_numbers,
-    uncovered,
     wanted_items,
 )
 
@@ -255,51 +256,72 @@ def test_empty_selections_name_the_day_and_the_product_type() -> None:
     assert empty_selections({"2026-01-07": document([search_product("A", ["a"])])}) == []
 
 
-def test_mandatory_gaps_name_the_day_type_and_units_of_mandatory_types_only() -> None:
-    documents = {
-        "2026-01-06": document([search_product("A", ["a"], missing=["sentinel-1a"])]),
-        "2026-01-05": document(
-            [
-                search_product("A", ["a"]),
-                search_product("B", [], missing=["sentinel-1a", "sentinel-1c"]),
-                search_product("OPT", [], mandatory=False, missing=["sentinel-1a"]),
-            ]
-        ),
+def test_mandatory_gaps_name_the_type_and_units_of_mandatory_types_only() -> None:
+    doc = document(
+        [
+            search_product("A", ["a"]),
+            search_product("B", [], missing=["sentinel-1a", "sentinel-1c"]),
+            search_product("B", [], collection="b", missing=["sentinel-1b"]),
+            search_product("C", [], missing=["*"]),
+            search_product("D", [], missing=["None"]),  # items without a platform
+            search_product("OPT", [], mandatory=False, missing=["sentinel-1a"]),
+        ]
+    )
+    assert mandatory_gaps(doc) == {
+        "B": "no selection for sentinel-1a, sentinel-1c, sentinel-1b",
+        "C": "no candidate at all",
+        "D": "no selection",
     }
-    assert mandatory_gaps(documents) == [
-        "2026-01-05 B (sentinel-1a, sentinel-1c)",
-        "2026-01-06 A (sentinel-1a)",
-    ]
+    assert mandatory_gaps(document([search_product("A", ["a"])])) == {}
 
 
-def test_failed_items_map_collection_and_id_to_the_reason() -> None:
-    documents = {
-        DAY: document(
-            [
-                staged_product(
-                    "A",
-                    [
-                        staged_item("ok", status="staged"),
-                        staged_item("there", status="present"),
-                        staged_item("bad", status="failed", reason="HTTP 404"),
-                    ],
-                ),
-                staged_product(
-                    "B", [staged_item("gone", "b", status="failed", reason=None)], collection="b"
-                ),
-            ]
-        )
+def test_failed_items_map_type_collection_and_id_to_the_reason() -> None:
+    doc = document(
+        [
+            staged_product(
+                "A",
+                [
+                    staged_item("ok", status="staged"),
+                    staged_item("there", status="present"),
+                    staged_item("bad", status="failed", reason="HTTP 404"),
+                ],
+            ),
+            staged_product(
+                "B", [staged_item("gone", "b", status="failed", reason=None)], collection="b"
+            ),
+        ]
+    )
+    assert failed_items(doc) == {"A aux/bad": "HTTP 404", "B b/gone": None}
+
+
+def test_coverage_gaps_say_per_uncovered_type_which_units_and_items_are_missing() -> None:
+    staged = document(
+        [
+            staged_product("A", ["a1", staged_item("a2", status="failed", reason="HTTP 404")]),
+            staged_product("B", [], missing=["sentinel-1a"]),
+            staged_product("C", ["c1"]),
+            staged_product("OPT", ["o1"], mandatory=False),
+        ]
+    )
+    catalog = catalog_document(staged, held(make_item("a1"), make_item("c1")), item_url)
+    assert catalog["coverage"] == {"A": False, "B": False, "C": True}
+    assert coverage_gaps(staged, catalog) == {
+        "A": "a2 not in the catalog (failed: HTTP 404)",
+        "B": "no selection for sentinel-1a",
     }
-    assert failed_items(documents) == {"aux/bad": "HTTP 404", "b/gone": None}
 
 
-def test_uncovered_lists_the_mandatory_types_the_catalog_does_not_cover() -> None:
-    documents = {
-        "2026-01-06": document([], coverage={"A": False, "B": True}),
-        "2026-01-05": document([], coverage={"C": False}),
-        "2026-01-07": document([], coverage={}),
-    }
-    assert uncovered(documents) == ["2026-01-05 C", "2026-01-06 A"]
+def test_replacements_name_what_a_new_selection_replaces_in_the_same_day() -> None:
+    def day(*ids: str, ptype: str = "AUX_POEORB") -> Any:
+        staged = document([staged_product(ptype, ids), staged_product("AUX_CAL", ["cal"])])
+        items = [make_item(i) for i in (*ids, "cal")]
+        return catalog_document(staged, held(*items), item_url)
+
+    before, after = day("RESORB_1", "RESORB_2"), day("POEORB_1")
+    assert replacements(before, after) == {"AUX_POEORB": "POEORB_1 replaces RESORB_1, RESORB_2"}
+    assert replacements(None, after) == {}  # the day's first run replaces nothing
+    assert replacements(after, after) == {}
+    assert replacements(day("X", ptype="OTHER"), after) == {}  # a new product type is no change
 
 
 def test_search_numbers_count_candidates_selections_types_and_mandatory_gaps() -> None:

@@ -117,11 +117,17 @@ def test_the_code_location_names_the_whole_contract():
     assets = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert {"aux_search_results", "aux_staged_items", "aux_catalog_items"} <= assets, assets
     checks = {key.name for key in graph.asset_check_keys}
-    expected_checks = {"mandatory_candidates", "all_staged_verified", "catalog_coverage_complete"}
+    expected_checks = {
+        "mandatory_candidates",
+        "all_staged_verified",
+        "catalog_coverage_complete",
+        "catalog_on_time",
+    }
     assert expected_checks <= checks, checks
     assert "aux_job" in {job.name for job in repository.get_all_jobs()}
     assert "aux_daily_schedule" in {s.name for s in repository.schedule_defs}
-    assert "aux_new_products_sensor" in {s.name for s in repository.sensor_defs}
+    sensors = {s.name for s in repository.sensor_defs}
+    assert {"aux_new_products_sensor", "aux_deadline_sensor"} <= sensors
     resources = set(repository.get_top_level_resources())
     expected_resources = {
         "auxip",

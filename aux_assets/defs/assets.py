@@ -8,6 +8,7 @@ metadata.
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from aux_assets import documents as docs
 from aux_assets import tracing
 from aux_assets.auth import Auth
 from aux_assets.defs import checks
+from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.defs.pools import DagsterPoolGate
 from aux_assets.defs.resources import SOURCE_KEYS, source_resource
@@ -27,20 +29,30 @@ from aux_assets.report import summary_table
 from aux_assets.sources.base import SearchError, Source, UnconfiguredSource
 from aux_assets.sources.profiles import SOURCES, UnknownSourceError, check_source
 from aux_assets.staging.claims import FileClaims
-from aux_assets.staging.stager import ItemOutcome, Stager, lookup_items, stage_tasks
+from aux_assets.staging.stager import (
+    ItemOutcome,
+    PlannedItem,
+    Stager,
+    lookup_items,
+    stage_tasks,
+)
+from aux_assets.timeliness import due_after, latencies
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
+from aux_assets.utils.text import size_text
 
 IO_MANAGER = "aux_json_io"
-AssetFn = Callable[..., Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]]
+Event = dg.Output[dict[str, Any]] | dg.Output[None] | dg.AssetCheckEvaluation | dg.AssetObservation
+AssetFn = Callable[..., Iterator[Event]]
 
 
 def aux_asset(
     required: set[str],
-    check: dg.AssetCheckSpec,
+    check_specs: list[dg.AssetCheckSpec],
     automation: dg.AutomationCondition[Any] | None = None,
+    output_required: bool = True,
 ) -> Callable[[AssetFn], dg.AssetsDefinition]:
     """``dg.asset`` with what the three aux assets share: daily partitions, range backfills,
-    group, JSON IO manager, one inline check, a span per step (:func:`traced`)."""
+    group, JSON IO manager, inline per-day checks, a span per step (:func:`traced`)."""
     decorator: Callable[[AssetFn], dg.AssetsDefinition] = dg.asset(
         partitions_def=daily_partitions,
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=10),
@@ -50,8 +62,9 @@ def aux_asset(
         kinds={"stac", "python"},
         code_version="1",
         required_resource_keys=required,
-        check_specs=[check],
+        check_specs=check_specs,
         automation_condition=automation,
+        output_required=output_required,
     )
     return lambda fn: decorator(traced(fn))
 
@@ -61,9 +74,7 @@ def traced(fn: AssetFn) -> AssetFn:
     every step of a run joins one trace); the spans are flushed when the step ends."""
 
     @functools.wraps(fn)
-    def step(
-        context: dg.AssetExecutionContext, *args: Any, **kwargs: Any
-    ) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    def step(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Iterator[Event]:
         if tracing.tracer() is None:  # no span: the events go out as they come
             yield from fn(context, *args, **kwargs)
             return
@@ -73,7 +84,7 @@ def traced(fn: AssetFn) -> AssetFn:
             "dagster.asset_key": context.asset_key.to_user_string(),
             "dagster.partition_keys": list(context.partition_keys),
         }
-        events: list[dg.Output[dict[str, Any]] | dg.AssetCheckResult] = []
+        events: list[Event] = []
         try:
             with tracing.span(fn.__name__, attributes, parent=tracing.run_context(run_id)):
                 events.extend(fn(context, *args, **kwargs))
@@ -158,16 +169,15 @@ def _catalog_metadata(doc: docs.CatalogDocument) -> dict[str, Any]:
     return {
         "n_items": n_items,
         "n_uncovered": sum(not covered for covered in doc["coverage"].values()),
+        "replaced": dg.MetadataValue.json(doc.get("replaced", {})),
         "coverage": dg.MetadataValue.json(doc["coverage"]),
         "summary": dg.MetadataValue.md(summary_table({doc["partition"]: doc})),
         "items": dg.MetadataValue.json(features),
     }
 
 
-@aux_asset({"products", *SOURCE_KEYS}, checks.MANDATORY_CANDIDATES)
-def aux_search_results(
-    context: dg.AssetExecutionContext, config: SearchConfig
-) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+@aux_asset({"products", *SOURCE_KEYS}, [checks.MANDATORY_CANDIDATES])
+def aux_search_results(context: dg.AssetExecutionContext, config: SearchConfig) -> Iterator[Event]:
     """For each window and product type: the candidates found in its source and the items
     its selection policy picked (per platform, with alternatives)."""
     started = time.monotonic()
@@ -209,7 +219,71 @@ def aux_search_results(
     }
     _report(context, per_day, started)
     yield dg.Output(documents)
-    yield checks.mandatory_candidates(documents)
+    yield from checks.per_day(
+        context, checks.MANDATORY_CANDIDATES, checks.mandatory_candidates(documents)
+    )
+
+
+class StagingConfig(dg.Config):
+    """``dry_run``: search, select and dedupe as usual, then report per item what would be
+    transferred (bytes, source, target) and stop: nothing is written to storage or the catalog,
+    the day is not marked materialized and the next assets do not run."""
+
+    dry_run: bool = False
+
+
+def _dry_run(
+    context: dg.AssetExecutionContext, planned: list[PlannedItem], documents: dict[str, Any]
+) -> Iterator[dg.AssetObservation]:
+    """Log each item's plan and record, per day, an observation saying what would move."""
+    by_key = {(p.collection, p.item_id): p for p in planned}
+    for p in planned:
+        name = f"{p.collection}/{p.item_id}"
+        if p.action == "transfer":
+            for f in p.files:
+                size = "size unknown" if f.size is None else size_text(f.size)
+                context.log.info(
+                    f"dry run: would transfer {name} {f.key} ({size}) from "
+                    f"{p.source} {f.source_href} to {f.target}"
+                )
+        elif p.action == "present":
+            context.log.info(f"dry run: {name} is already in the catalog")
+        else:
+            context.log.warning(f"dry run: {name} would fail: {p.reason}")
+    for day, doc in documents.items():
+        items = [
+            by_key[key]
+            for key in dict.fromkeys(
+                (product["collection"], feature["id"])
+                for product in doc["products"]
+                for feature in product["selected"]["features"]
+            )
+            if key in by_key
+        ]
+        moving = [p for p in items if p.action == "transfer"]
+        n_bytes = sum(p.size for p in moving)
+        rows = [
+            f"| {p.collection}/{p.item_id} | {p.action} | {size_text(p.size) if p.files else ''} "
+            f"| {p.reason or ', '.join(f.target for f in p.files)} |"
+            for p in items
+        ]
+        yield dg.AssetObservation(
+            asset_key=context.asset_key,
+            partition=day,
+            description=f"DRY RUN, nothing was written: {len(moving)} of {len(items)} item(s) "
+            f"({size_text(n_bytes)}) would be transferred",
+            metadata={
+                "dry_run": True,
+                "n_would_transfer": len(moving),
+                "bytes_would_transfer": n_bytes,
+                "n_present": sum(p.action == "present" for p in items),
+                "n_would_fail": sum(p.action == "failed" for p in items),
+                "plan": dg.MetadataValue.md(
+                    "| item | action | size | target or reason |\n|---|---|---|---|\n"
+                    + "\n".join(rows)
+                ),
+            },
+        )
 
 
 def _priority(tags: Mapping[str, str]) -> int:
@@ -222,12 +296,13 @@ def _priority(tags: Mapping[str, str]) -> int:
 
 @aux_asset(
     {"catalog", "storage", "staging", *SOURCE_KEYS},
-    checks.ALL_STAGED_VERIFIED,
+    [checks.ALL_STAGED_VERIFIED],
     dg.AutomationCondition.eager(),  # follows aux_search_results
+    output_required=False,  # a dry run materializes nothing, so the next assets do not run
 )
 def aux_staged_items(
-    context: dg.AssetExecutionContext, aux_search_results: dict[str, Any]
-) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+    context: dg.AssetExecutionContext, config: StagingConfig, aux_search_results: dict[str, Any]
+) -> Iterator[Event]:
     """The picked items staged: bytes stored and verified, item registered in the catalog;
     per item: staged, already present, or failed with its reason. Items found in our own
     catalog (source ``catalog``) are not staged again. Transfers from a source wait for a slot
@@ -261,11 +336,20 @@ def aux_staged_items(
             claims=FileClaims(Path(storage.home) / "claims"),
             transfer_timeout_s=staging.transfer_timeout_s,
             max_unsized_bytes=staging.max_unsized_bytes,
+            log=context.log.info,
+            warn=context.log.warning,
         )
         tasks = stage_tasks(aux_search_results.values(), source)
-        outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
+        if config.dry_run:
+            planned = stager.plan(tasks)
+        else:
+            outcomes = {(o.collection, o.item_id): o for o in stager.stage(tasks)}
     finally:
         catalog.close()
+    if config.dry_run:
+        yield from _dry_run(context, planned, aux_search_results)
+        yield checks.check_output(context, checks.ALL_STAGED_VERIFIED)
+        return
     if stager.swept:
         context.log.info(f"removed {stager.swept} dead .part/.work leftover(s) of killed runs")
 
@@ -275,25 +359,39 @@ def aux_staged_items(
         return (found or ItemOutcome(item_id, collection, "catalog", "present")).to_json()
 
     documents = {key: docs.staged_document(doc, outcome) for key, doc in aux_search_results.items()}
-    for failed in outcomes.values():
-        if failed.status == "failed":
-            context.log.error(f"{failed.collection}/{failed.item_id} failed: {failed.reason}")
+    n_failed = sum(o.status == "failed" for o in outcomes.values())
+    if n_failed:
+        context.log.error(f"{n_failed} of {len(outcomes)} item(s) failed (reasons logged above)")
     moved = {key: o.bytes_transferred for key, o in outcomes.items()}
     per_day = {
         key: {**numbers, "catalog_lookups": catalog.lookups, "leftovers_removed": stager.swept}
+        | stager.totals.numbers()  # the whole run's items, bytes, MiB/s and staging seconds
         for key, numbers in docs.staged_numbers(documents, moved).items()
     }
+    now = datetime.now(UTC)
+    for key, metadata in per_day.items():  # published -> staged, per mandatory type (plots)
+        hours = latencies(aux_search_results[key], documents[key], now)
+        metadata["latency_hours"] = dg.MetadataValue.json(hours)
+        metadata.update({f"latency_h_{ptype}": h for ptype, h in hours.items()})
     _report(context, per_day, started)
     yield dg.Output(documents)
-    yield checks.all_staged_verified(documents)
+    yield from checks.per_day(
+        context, checks.ALL_STAGED_VERIFIED, checks.all_staged_verified(documents)
+    )
 
 
-@aux_asset({"catalog"}, checks.CATALOG_COVERAGE, dg.AutomationCondition.eager())
+@aux_asset(
+    {"catalog", IO_MANAGER},
+    [checks.CATALOG_COVERAGE, checks.ON_TIME],
+    dg.AutomationCondition.eager(),
+)
 def aux_catalog_items(
     context: dg.AssetExecutionContext, aux_staged_items: dict[str, Any]
-) -> Iterator[dg.Output[dict[str, Any]] | dg.AssetCheckResult]:
+) -> Iterator[Event]:
     """The items as the catalog now holds them (staged hrefs), one selection per product type,
-    read back from the catalog in one batched lookup per collection; coverage per type."""
+    read back from the catalog in one batched lookup per collection; coverage per type, the
+    day's deadline, and what replaced what since the day's previous run (a precise orbit
+    replacing restituted ones)."""
     started = time.monotonic()
     catalog = context.resources.catalog.open()
     try:
@@ -303,10 +401,24 @@ def aux_catalog_items(
         }
     finally:
         catalog.close()
-    documents = {
-        key: docs.catalog_document(doc, held, catalog.item_url)
-        for key, doc in aux_staged_items.items()
-    }
+    io: JsonPartitionIOManager = getattr(context.resources, IO_MANAGER)
+    documents: dict[str, docs.CatalogDocument] = {}
+    for key, staged in aux_staged_items.items():
+        doc = docs.catalog_document(staged, held, catalog.item_url)
+        doc["replaced"] = docs.replacements(io.stored(context.asset_key, key), doc)
+        for ptype, change in doc["replaced"].items():
+            context.log.info(f"{key} {ptype}: {change}")
+        documents[key] = doc
     _report(context, {key: _catalog_metadata(doc) for key, doc in documents.items()}, started)
     yield dg.Output(documents)
-    yield checks.catalog_coverage(documents)
+    yield from checks.per_day(
+        context,
+        checks.CATALOG_COVERAGE,
+        checks.catalog_coverage(aux_staged_items, documents),
+    )
+    yield from checks.per_day(
+        context,
+        checks.ON_TIME,
+        checks.on_time(documents, due_after(), datetime.now(UTC)),
+        dg.AssetCheckSeverity.WARN,
+    )

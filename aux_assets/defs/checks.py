@@ -1,61 +1,165 @@
-"""Asset checks of the aux assets: computed from the documents the assets produce."""
+"""Asset checks of the aux assets, one result per day (partitioned checks): computed from the
+documents the assets produce, each day with its own description.
+
+A range run records one evaluation per day it covers (:func:`per_day`), so a day that lacks a
+product type fails alone and says which type, which unit and what is missing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta
 
 import dagster as dg
 
+from aux_assets.defs.partitions import daily_partitions
 from aux_assets.documents import (
     CatalogDocument,
     SearchDocument,
     StagedDocument,
+    coverage_gaps,
     failed_items,
     mandatory_gaps,
-    uncovered,
 )
+from aux_assets.timeliness import Verdict, judge
 
 MANDATORY_CANDIDATES = dg.AssetCheckSpec(
     "mandatory_candidates",
     asset="aux_search_results",
+    partitions_def=daily_partitions,
     description="Every mandatory product type has a selection (for each listed platform) "
-    "in every window. Not blocking: what was found is still staged.",
+    "in the day's window. Not blocking: what was found is still staged.",
 )
 ALL_STAGED_VERIFIED = dg.AssetCheckSpec(
     "all_staged_verified",
     asset="aux_staged_items",
+    partitions_def=daily_partitions,
     blocking=True,
-    description="Every selected item is stored with verified size and checksum and registered.",
+    description="Every selected item of the day is stored with verified size and checksum "
+    "and registered.",
 )
 CATALOG_COVERAGE = dg.AssetCheckSpec(
     "catalog_coverage_complete",
     asset="aux_catalog_items",
+    partitions_def=daily_partitions,
     blocking=True,
-    description="The catalog holds a selection for every mandatory product type of every window.",
+    description="The catalog holds a selection for every mandatory product type of the day.",
+)
+ON_TIME = dg.AssetCheckSpec(
+    "catalog_on_time",
+    asset="aux_catalog_items",
+    partitions_def=daily_partitions,
+    description="The day is complete in the catalog by its deadline (AUX_DUE_AFTER_HOURS after "
+    "the day's end, default 30 h); judged at each run and by aux_deadline_sensor.",
 )
 
+Outcome = tuple[bool, str, Mapping[str, object]]  # passed, description, metadata
 
-def _result(
-    spec: dg.AssetCheckSpec, key: str, problems: list[str] | dict[str, str | None], what: str
-) -> dg.AssetCheckResult:
-    """Passed when there are no ``problems``; they go to the metadata (``key``, ``n_<key>``)
-    and the first 20 to the description, after ``what``."""
-    shown = [f"{k}: {v}" for k, v in problems.items()] if isinstance(problems, dict) else problems
-    return dg.AssetCheckResult(
+
+def per_day(
+    context: dg.AssetExecutionContext,
+    spec: dg.AssetCheckSpec,
+    outcomes: Mapping[str, Outcome],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
+    """One evaluation of ``spec`` per day (a blocking one that fails stops the step after all
+    its days are recorded), then the check's output."""
+    for day, (passed, description, metadata) in sorted(outcomes.items()):
+        yield evaluation(spec, day, passed, description, metadata, severity)
+    yield check_output(context, spec)
+
+
+def check_output(context: dg.AssetExecutionContext, spec: dg.AssetCheckSpec) -> dg.Output[None]:
+    """The output Dagster expects of an inline check, once its evaluations are yielded (or,
+    in a dry run, without any: the day's last result stands)."""
+    names = {s.key: name for name, s in context.assets_def.check_specs_by_output_name.items()}
+    return dg.Output(None, output_name=names[spec.key])
+
+
+def evaluation(
+    spec: dg.AssetCheckSpec,
+    day: str,
+    passed: bool,
+    description: str,
+    metadata: Mapping[str, object],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckEvaluation:
+    """The evaluation of ``spec`` for ``day``."""
+    return dg.AssetCheckEvaluation(
+        asset_key=spec.asset_key,
         check_name=spec.name,
-        passed=not problems,
-        metadata={key: dg.MetadataValue.json(problems), f"n_{key}": len(problems)},
-        description=f"{what}{'; '.join(shown[:20])}" if problems else None,
+        passed=passed,
+        metadata=dict(metadata),  # type: ignore[arg-type]
+        severity=severity,
+        description=description,
+        blocking=spec.blocking,
+        partition=day,
     )
 
 
-def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dg.AssetCheckResult:
-    return _result(MANDATORY_CANDIDATES, "missing", mandatory_gaps(documents), "no selection for: ")
+def _outcome(day: str, problems: Mapping[str, str | None], ok: str, what: str) -> Outcome:
+    """Passed without ``problems``; else a description naming each (the first 20)."""
+    shown = [f"{k}: {v}" if v else k for k, v in problems.items()]
+    description = f"{day}: {ok}" if not problems else f"{day}: {what}{'; '.join(shown[:20])}"
+    metadata = {"problems": dg.MetadataValue.json(dict(problems)), "n_problems": len(problems)}
+    return not problems, description, metadata
 
 
-def all_staged_verified(documents: Mapping[str, StagedDocument]) -> dg.AssetCheckResult:
-    return _result(ALL_STAGED_VERIFIED, "failed", failed_items(documents), "")
+def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dict[str, Outcome]:
+    return {
+        day: _outcome(
+            day,
+            mandatory_gaps(doc),
+            "every mandatory product type has a selection",
+            "mandatory product types without a selection: ",
+        )
+        for day, doc in documents.items()
+    }
 
 
-def catalog_coverage(documents: Mapping[str, CatalogDocument]) -> dg.AssetCheckResult:
-    return _result(CATALOG_COVERAGE, "uncovered", uncovered(documents), "not covered: ")
+def all_staged_verified(documents: Mapping[str, StagedDocument]) -> dict[str, Outcome]:
+    outcomes: dict[str, Outcome] = {}
+    for day, doc in documents.items():
+        n_items = sum(len(p["items"]) for p in doc["products"])
+        failed = failed_items(doc)
+        outcomes[day] = _outcome(
+            day,
+            failed,
+            f"{n_items} item(s) stored, verified and registered",
+            f"{len(failed)} of {n_items} item(s) failed: ",
+        )
+    return outcomes
+
+
+def catalog_coverage(
+    staged: Mapping[str, StagedDocument], documents: Mapping[str, CatalogDocument]
+) -> dict[str, Outcome]:
+    return {
+        day: _outcome(
+            day,
+            coverage_gaps(staged[day], doc),
+            f"the catalog covers every mandatory product type ({len(doc['coverage'])})",
+            "not covered: ",
+        )
+        for day, doc in documents.items()
+    }
+
+
+def verdict_metadata(verdict: Verdict) -> dict[str, object]:
+    return {
+        "state": verdict.state,
+        "due": verdict.due.isoformat(),
+        "hours_late": verdict.hours_late,
+    }
+
+
+def on_time(
+    documents: Mapping[str, CatalogDocument], after: timedelta, now: datetime
+) -> dict[str, Outcome]:
+    """The deadline of each day of the run, judged now from its coverage."""
+    outcomes: dict[str, Outcome] = {}
+    for day, doc in documents.items():
+        missing = [ptype for ptype, covered in doc["coverage"].items() if not covered]
+        verdict = judge(day, after, now, missing, now)
+        outcomes[day] = (verdict.passed, verdict.description, verdict_metadata(verdict))
+    return outcomes

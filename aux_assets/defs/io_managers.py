@@ -19,6 +19,11 @@ class JsonPartitionIOManager(dg.ConfigurableIOManager):
     def _path(self, asset_key: dg.AssetKey, partition_key: str) -> Path:
         return Path(self.base_dir).joinpath(*asset_key.path, f"{partition_key}.json")
 
+    def stored(self, asset_key: dg.AssetKey, partition_key: str) -> Any:
+        """The document stored for ``partition_key`` (before this run writes), if any."""
+        path = self._path(asset_key, partition_key)
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
     def handle_output(self, context: dg.OutputContext, obj: dict[str, Any]) -> None:
         keys = context.asset_partition_keys if context.has_asset_partitions else ["all"]
         missing = [k for k in keys if k not in obj]

@@ -88,6 +88,11 @@ class DagsterPoolGate:
             )
         return self._storage.get_concurrency_info(pool).slot_count
 
+    def slot_name(self, source: str) -> str:
+        """What messages call the slot of ``source``
+        (:func:`aux_assets.staging.gates.slot_name`)."""
+        return f"pool {pool_name(source)}"
+
     def claim(self, source: str, connections: int) -> int | None:
         if not self.enabled:
             return connections

@@ -14,6 +14,7 @@ keeps the load on the providers' APIs low.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pystac
 
+from aux_assets.defs import checks
 from aux_assets.defs.assets import aux_catalog_items, aux_search_results, aux_staged_items
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.defs.resources import SOURCE_KEYS, source_resource
@@ -31,6 +33,7 @@ from aux_assets.products import ProductSpec
 from aux_assets.settings import positive_int_env
 from aux_assets.sources.base import SearchError, UnconfiguredSource
 from aux_assets.sources.profiles import profile
+from aux_assets.timeliness import Verdict, due_after, due_time, judge
 
 LOOKBACK_ENV = "AUX_SENSOR_LOOKBACK_DAYS"
 DEFAULT_LOOKBACK_DAYS = 7
@@ -160,3 +163,61 @@ def aux_new_products_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
         notes.append(f"{len(wanted.skipped)} new item(s) skipped for unusable dates")
     reason = "; ".join(notes) or "the products file lists no product type"
     return dg.SensorResult(skip_reason=reason, cursor=new_cursor.to_text())
+
+
+def _verdict(instance: dg.DagsterInstance, day: str, after: timedelta, now: datetime) -> Verdict:
+    """``day`` judged from the coverage of its latest ``aux_catalog_items`` materialization."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=aux_catalog_items.key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return judge(day, after, now, None, None)
+    event = records[0].asset_materialization
+    coverage = event.metadata.get("coverage") if event is not None else None
+    covered = coverage.value if isinstance(coverage, dg.JsonMetadataValue) else {}
+    missing = [ptype for ptype, ok in dict(covered or {}).items() if not ok]
+    return judge(day, after, now, missing, datetime.fromtimestamp(records[0].timestamp, UTC))
+
+
+@dg.sensor(
+    name="aux_deadline_sensor",
+    minimum_interval_seconds=DEFAULT_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Judges the days due in the last AUX_SENSOR_LOOKBACK_DAYS against their deadline "
+        "(AUX_DUE_AFTER_HOURS after the day's end) and records the check catalog_on_time of "
+        "each day whose verdict changed. Launches no run."
+    ),
+)
+def aux_deadline_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    """A late day turns its ``catalog_on_time`` check red without any run; cursor: the last
+    verdict per day, so a verdict is recorded once per change."""
+    now, after = datetime.now(UTC), due_after()
+    keys = daily_partitions.get_partition_keys(current_time=now)
+    due = [day for day in keys[-lookback_days() - 2 :] if due_time(day, after) <= now]
+    due = due[-lookback_days() :]
+    before: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    verdicts = [_verdict(context.instance, day, after, now) for day in due]
+    events = [
+        checks.evaluation(
+            checks.ON_TIME,
+            v.day,
+            v.passed,
+            v.description,
+            checks.verdict_metadata(v),
+            dg.AssetCheckSeverity.WARN,
+        )
+        for v in verdicts
+        if before.get(v.day) != v.state
+    ]
+    late = [v.day for v in verdicts if not v.passed]
+    for verdict in verdicts:
+        if not verdict.passed and before.get(verdict.day) != verdict.state:
+            context.log.warning(verdict.description)
+    cursor = json.dumps({v.day: v.state for v in verdicts})
+    if events:
+        return dg.SensorResult(asset_events=events, cursor=cursor)
+    summary = f"late: {', '.join(late)}" if late else "none late"
+    return dg.SensorResult(
+        skip_reason=f"{len(due)} due day(s) judged, no verdict changed ({summary})", cursor=cursor
+    )

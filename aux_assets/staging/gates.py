@@ -4,7 +4,7 @@ and with how many connections, so that parallel runs share the source's connecti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -14,7 +14,9 @@ MAX_POLL_S = 5.0
 
 
 class SourceGate(Protocol):
-    """Shares each source between the runs of a deployment (e.g. a Dagster pool per source)."""
+    """Shares each source between the runs of a deployment (e.g. a Dagster pool per source).
+    A gate may also name its slots for messages with a method ``slot_name(source)``
+    (:func:`slot_name`)."""
 
     def claim(self, source: str, connections: int) -> int | None:
         """Try to admit this run to ``source``: the connections it may open (1..``connections``),
@@ -45,15 +47,30 @@ class Admission:
     waited: bool
 
 
+def slot_name(gate: SourceGate, source: str) -> str:
+    """What messages call the slot a run waits for: the gate's ``slot_name(source)`` when it
+    has one (a Dagster pool: ``pool aux_source_auxip``), else ``source auxip``."""
+    named = getattr(gate, "slot_name", None)
+    return str(named(source)) if callable(named) else f"source {source}"
+
+
 @asynccontextmanager
-async def admitted(gate: SourceGate, source: str, connections: int) -> AsyncIterator[Admission]:
+async def admitted(
+    gate: SourceGate,
+    source: str,
+    connections: int,
+    on_wait: Callable[[], None] = lambda: None,
+) -> AsyncIterator[Admission]:
     """Wait (without blocking the event loop) until ``gate`` admits this run to ``source``;
     yield the admission (1..``connections`` connections; ``waited`` if a claim was refused);
-    release on exit, cancellation and errors included."""
+    release on exit, cancellation and errors included. ``on_wait`` is called when the first
+    claim is refused."""
     delay = FIRST_POLL_S
     waited = False
     try:
         while (granted := await asyncio.to_thread(gate.claim, source, connections)) is None:
+            if not waited:
+                on_wait()
             waited = True
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, MAX_POLL_S)

@@ -57,7 +57,14 @@ from aux_assets.staging.archives import (
     strip_archive_suffix,
 )
 from aux_assets.staging.claims import ItemClaims, NoClaims
-from aux_assets.staging.gates import FIRST_POLL_S, MAX_POLL_S, OpenGate, SourceGate, admitted
+from aux_assets.staging.gates import (
+    FIRST_POLL_S,
+    MAX_POLL_S,
+    OpenGate,
+    SourceGate,
+    admitted,
+    slot_name,
+)
 from aux_assets.staging.items import (
     TEMP_NAME_BYTES,
     alternate_source,
@@ -72,6 +79,15 @@ from aux_assets.staging.items import (
     source_checksum,
     storage_key,
     version_root,
+)
+from aux_assets.staging.progress import (
+    DEFAULT_INTERVAL_S,
+    ItemKey,
+    Log,
+    Progress,
+    Totals,
+    duration_text,
+    report_every,
 )
 from aux_assets.staging.transfer import (
     TransferEngine,
@@ -93,12 +109,13 @@ from aux_assets.utils.names import (
 from aux_assets.utils.retry import RetryPolicy
 from aux_assets.utils.stac import read_item
 from aux_assets.utils.tasks import run_all
-from aux_assets.utils.text import shorten
+from aux_assets.utils.text import shorten, size_text
 from aux_assets.utils.urls import (
     LocalURLError,
     confined_path,
     href_file_name,
     redact_url,
+    redact_urls,
     strip_userinfo,
 )
 
@@ -218,6 +235,35 @@ class ItemOutcome:
         return document
 
 
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file a dry run would transfer: from where, how many bytes (``None``: not announced),
+    to where (``<digest>`` stands for a generation known only once the bytes are verified)."""
+
+    key: str
+    source_href: str
+    size: int | None
+    target: str
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """What staging would do with an item: transfer its ``files``, nothing (``present``), or
+    refuse it (``failed``, with the reason)."""
+
+    item_id: str
+    collection: str
+    source: str
+    action: Literal["transfer", "present", "failed"]
+    reason: str | None = None
+    files: tuple[PlannedFile, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """The announced bytes of its files (unsized files count 0)."""
+        return sum(f.size or 0 for f in self.files)
+
+
 @dataclass
 class _Accepted:
     """An item that passed the checks: its validated assets and their storage keys."""
@@ -229,6 +275,7 @@ class _Accepted:
     previous: pystac.Item | None = None  # the catalog's item when it was looked up
     reused: set[str] = field(default_factory=set)  # assets found stored, verified, unregistered
     spelled: str | None = None  # the source's spelling of the id, when it is not NFC
+    results: dict[str, TransferResult | TransferError] = field(default_factory=dict)
 
 
 class _ItemFailed(Exception):
@@ -255,7 +302,10 @@ class Stager:
     """Stages items into a catalog and a storage with one transfer engine per source and call.
 
     ``swept`` counts the dead leftovers (``.part`` files, ``.work`` folders older than
-    ``leftover_max_age_s``) this stager removed.
+    ``leftover_max_age_s``) this stager removed; ``totals`` are the numbers of the last
+    :meth:`stage`. Each item's outcome is logged through ``log`` (a failure through ``warn``)
+    when it is decided, and each source's progress at most every ``progress_interval_s``
+    (:mod:`aux_assets.staging.progress`).
     """
 
     def __init__(
@@ -273,6 +323,9 @@ class Stager:
         leftover_max_age_s: float = LEFTOVER_MAX_AGE_S,
         keep_superseded: bool = False,
         claims: ItemClaims | None = None,
+        log: Log = _log.info,
+        warn: Log = _log.warning,
+        progress_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self.catalog = catalog
         self.storage = storage
@@ -287,14 +340,26 @@ class Stager:
         self.keep_superseded = keep_superseded  # keep the files of replaced item versions
         self.claims = claims or NoClaims()
         self.swept = 0
+        self.log = log
+        self.warn = warn
+        if progress_interval_s <= 0:
+            raise ValueError(f"progress_interval_s must be > 0, got {progress_interval_s}")
+        self.progress_interval_s = progress_interval_s
+        self.totals = Totals()
         self._catalog_lock = threading.Lock()  # sources register from threads; clients are sync
 
     def stage(self, tasks: Sequence[StageTask]) -> list[ItemOutcome]:
         """Stage ``tasks`` (duplicates by collection and id are staged once); outcomes follow
         the order of the first occurrence of each item."""
+        started = time.monotonic()
         unique: dict[tuple[str, str], StageTask] = {}
         for task in tasks:
             unique.setdefault((task.collection, task.item.id), task)
+        progress: dict[str, Progress] = {}
+        for task in unique.values():
+            if task.source not in progress:
+                progress[task.source] = Progress(task.source, slot_name(self.gate, task.source))
+            progress[task.source].items += 1
         outcomes: dict[tuple[str, str], ItemOutcome] = {}  # by collection and NFC id
         refused: dict[tuple[str, str], ItemOutcome] = {}  # by collection and id as spelled
         accepted: list[_Accepted] = []
@@ -303,15 +368,92 @@ class Stager:
             result = self._check(task, spellings)
             if isinstance(result, ItemOutcome):
                 refused[key] = result
+                self._decided(progress[task.source], result)
             else:
                 accepted.append(result)
         self.swept += self.storage.sweep(
             (key for work in accepted for key in work.keys.values()), self.leftover_max_age_s
         )
         todo = [w for w in self._dedupe(accepted, outcomes) if not self._evicted(w, outcomes)]
-        for outcome in asyncio.run(self._stage_sources(todo)) if todo else []:
+        for outcome in outcomes.values():
+            self._decided(progress[outcome.source], outcome)
+        for work in todo:
+            progress[work.task.source].expect(_key(work), _announced(work))
+        for outcome in asyncio.run(self._stage_sources(todo, progress)) if todo else []:
             outcomes[(outcome.collection, outcome.item_id)] = outcome
+        for tracker in progress.values():
+            self.log(tracker.summary())
+        self.totals = Totals(
+            len(unique), sum(t.bytes_done for t in progress.values()), time.monotonic() - started
+        )
         return [refused.get(key) or outcomes[(key[0], normal_name(key[1]))] for key in unique]
+
+    def plan(self, tasks: Sequence[StageTask]) -> list[PlannedItem]:
+        """A dry run of :meth:`stage`: the same checks and catalog lookups (one per collection),
+        then per item what would be transferred, without writing anything: no collection is
+        created, nothing is swept, transferred or registered."""
+        unique: dict[tuple[str, str], StageTask] = {}
+        for task in tasks:
+            unique.setdefault((task.collection, task.item.id), task)
+        planned: list[PlannedItem] = []
+        accepted: list[_Accepted] = []
+        spellings: dict[tuple[str, str], str] = {}
+        for task in unique.values():
+            result = self._check(task, spellings)
+            if isinstance(result, ItemOutcome):
+                planned.append(_planned(result))
+            else:
+                accepted.append(result)
+        for collection, batch in _grouped(accepted, "collection").items():
+            try:
+                existing = lookup_items(self.catalog, collection, [w.task.item.id for w in batch])
+            except Exception as exc:
+                reason = f"catalog lookup in {self.catalog.describe()} failed: {exc}"
+                planned += [_planned(self._fail(w.task, reason)) for w in batch]
+                continue
+            for work in batch:
+                refused: dict[tuple[str, str], ItemOutcome] = {}
+                try:
+                    present = self._present(work, existing)
+                except Exception as exc:
+                    present = self._fail(work.task, f"checking the stored files failed: {exc}")
+                if present is None and self._evicted(work, refused):
+                    present = refused[_key(work)]
+                planned.append(_planned(present) if present else self._transfer_plan(work))
+        return planned
+
+    def _transfer_plan(self, work: _Accepted) -> PlannedItem:
+        files = []
+        for key, asset in work.assets.items():
+            checksum = source_checksum(asset)
+            spool = work.keys[key]
+            folder, _, name = spool.rpartition("/")
+            target = (
+                self.storage.href(generation_key(spool, checksum))
+                if checksum
+                else f"{self.storage.href(folder)}/<digest>/{name}"
+            )
+            size = asset.extra_fields.get("file:size")
+            files.append(PlannedFile(key, redact_urls(asset.href), size, target))
+        task = work.task
+        return PlannedItem(
+            task.item.id, task.collection, task.source, "transfer", files=tuple(files)
+        )
+
+    def _decided(
+        self, progress: Progress, outcome: ItemOutcome, seconds: float | None = None
+    ) -> None:
+        """Log ``outcome`` if it is its item's first (once per item), in ``progress``."""
+        if not progress.decide((outcome.collection, outcome.item_id), outcome.status):
+            return
+        name = f"{outcome.collection}/{outcome.item_id}"
+        if outcome.status == "failed":
+            reason = shorten(redact_urls(outcome.reason or "no reason given"))
+            self.warn(f"{outcome.source}: failed {name}: {reason}")
+            return
+        took = f", {duration_text(seconds)}" if seconds is not None else ""
+        size = size_text(sum(a.size for a in outcome.assets))
+        self.log(f"{outcome.source}: {outcome.status} {name} ({size}{took})")
 
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
         return ItemOutcome(task.item.id, task.collection, task.source, "failed", reason)
@@ -534,33 +676,49 @@ class Stager:
             )
             return True
 
-    async def _stage_sources(self, batch: list[_Accepted]) -> list[ItemOutcome]:
-        """Stage each source's items concurrently; the outcomes of all of them."""
+    async def _stage_sources(
+        self, batch: list[_Accepted], progress: Mapping[str, Progress]
+    ) -> list[ItemOutcome]:
+        """Stage each source's items concurrently, reporting their ``progress`` meanwhile; the
+        outcomes of all of them."""
         by_source = _grouped(batch, "source").items()
-        staged = await run_all(self._stage_source(s, p) for s, p in by_source)
+        lines = report_every(progress.values(), self.progress_interval_s, self.log)
+        reporter = asyncio.create_task(lines)
+        try:
+            staged = await run_all(self._stage_source(s, p, progress[s]) for s, p in by_source)
+        finally:
+            reporter.cancel()
         return [outcome for outcomes in staged for outcome in outcomes]
 
-    async def _stage_source(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
+    async def _stage_source(
+        self, source: str, batch: list[_Accepted], progress: Progress
+    ) -> list[ItemOutcome]:
         """:meth:`_stage_admitted` in a span ``aux.stage`` (source, items, outcomes, bytes)."""
         with tracing.span("aux.stage", {"aux.source": source, "aux.items": len(batch)}) as opened:
-            outcomes = await self._stage_admitted(source, batch)
+            outcomes = await self._stage_admitted(source, batch, progress)
             if opened is not None:
                 _annotate_staging(opened, outcomes)
         return outcomes
 
-    async def _stage_admitted(self, source: str, batch: list[_Accepted]) -> list[ItemOutcome]:
+    async def _stage_admitted(
+        self, source: str, batch: list[_Accepted], progress: Progress
+    ) -> list[ItemOutcome]:
         """Once the gate admits this run to ``source``: if it had to wait, drop the items another
         run registered meanwhile; transfer, commit and register the rest, then release the
         source, so that a run waiting for it finds them registered."""
         wanted = self.limits.get(source, DEFAULT_MAX_CONNECTIONS)
         present: list[ItemOutcome] = []
-        async with admitted(self.gate, source, wanted) as admission:
+        async with admitted(self.gate, source, wanted, progress.waiting) as admission:
+            progress.admitted()
             if admission.waited:
                 batch, present = await asyncio.to_thread(self._recheck, source, batch)
-            return present + await self._stage_claimed(source, batch, admission.connections)
+                for outcome in present:
+                    self._decided(progress, outcome)
+            staged = await self._stage_claimed(source, batch, admission.connections, progress)
+            return present + staged
 
     async def _stage_claimed(
-        self, source: str, batch: list[_Accepted], connections: int
+        self, source: str, batch: list[_Accepted], connections: int, progress: Progress
     ) -> list[ItemOutcome]:
         """Transfer, commit and register the items of ``batch`` this run claims; the items
         another run is staging are waited for, looked up again, and staged only if that run
@@ -575,10 +733,15 @@ class Stager:
             try:
                 if mine and contested:  # another run held them: it may have registered them
                     mine, present = await asyncio.to_thread(self._recheck, source, mine)
+                    for outcome in present:
+                        self._decided(progress, outcome)
                     outcomes += present
                 if mine:
-                    transfers = await self._fetch(source, mine, connections)
-                    outcomes += await asyncio.to_thread(self._register, mine, transfers)
+                    transfers = await self._fetch(source, mine, connections, progress)
+                    registered = await asyncio.to_thread(self._register, mine, transfers)
+                    for outcome, transferred in zip(registered, transfers, strict=True):
+                        self._decided(progress, outcome, _seconds(transferred))
+                    outcomes += registered
             finally:
                 self.claims.release(held)
             if batch:
@@ -594,14 +757,17 @@ class Stager:
         return outcomes
 
     async def _fetch(
-        self, source: str, batch: list[_Accepted], connections: int
+        self, source: str, batch: list[_Accepted], connections: int, progress: Progress
     ) -> list[dict[str, TransferResult | TransferError]]:
         """Transfer the assets of ``batch`` from ``source`` over ``connections`` connections;
         an asset already stored under the key of the checksum its source announces (a run that
-        stored it could not register it) is re-hashed instead (:meth:`_reusable`)."""
+        stored it could not register it) is re-hashed instead (:meth:`_reusable`). The bytes
+        are counted in ``progress`` as they arrive, and each item once its files are there."""
         reused = await asyncio.to_thread(lambda: [self._reusable(work) for work in batch])
         for work, found in zip(batch, reused, strict=True):
             work.reused = set(found)
+            work.results = {}
+            meter = progress.meter(_key(work))
             for key, asset in work.assets.items():
                 if key in found:
                     continue
@@ -615,7 +781,10 @@ class Stager:
                     file_roots=work.task.file_roots,
                     auth=work.task.auth,
                     expected_media_type=asset.media_type,
+                    meter=meter,
                 )
+            if not work.requests:
+                self._transferred(progress, work)
         engine = TransferEngine(
             limits={source: connections},
             retry=self.retry,
@@ -624,13 +793,38 @@ class Stager:
             max_unsized_bytes=self.max_unsized_bytes,
         )
         try:
-            results = iter(await engine.fetch_all([r for p in batch for r in p.requests.values()]))
+            await run_all(
+                self._transfer(engine, progress, work, key)
+                for work in batch
+                for key in work.requests
+            )
         finally:
             await engine.aclose()
         return [
-            {key: found[key] if key in found else next(results) for key in work.assets}
+            {key: found[key] if key in found else work.results[key] for key in work.assets}
             for work, found in zip(batch, reused, strict=True)
         ]
+
+    async def _transfer(
+        self, engine: TransferEngine, progress: Progress, work: _Accepted, key: str
+    ) -> None:
+        """Fetch asset ``key`` of ``work`` into ``work.results``; the item's last file done
+        counts the item in ``progress`` (:meth:`_transferred`)."""
+        try:
+            work.results[key] = await engine.fetch(work.requests[key])
+        except TransferError as error:
+            work.results[key] = error
+        if len(work.results) == len(work.requests):
+            self._transferred(progress, work)
+
+    def _transferred(self, progress: Progress, work: _Accepted) -> None:
+        """An item whose transfers are over: ``transferred`` (to commit and register), or
+        ``failed`` now when a file could not be fetched (its outcome cannot change)."""
+        errors = _transfer_errors(work.results)
+        if not errors:
+            progress.decide(_key(work), "transferred")
+            return
+        self._decided(progress, self._fail(work.task, "; ".join(errors)))
 
     def _reusable(self, work: _Accepted) -> dict[str, TransferResult]:
         """The assets of ``work`` stored, verified, under the generation key of the checksum
@@ -816,7 +1010,7 @@ class Stager:
         task = work.task
         results = [r for r in transfers.values() if isinstance(r, TransferResult)]
         received = sum(r.bytes_received for r in results)
-        errors = [f"{k}: {r}" for k, r in transfers.items() if isinstance(r, TransferError)]
+        errors = _transfer_errors(transfers)
         ready: list[_Ready] = []
         try:
             if errors:
@@ -888,9 +1082,32 @@ class Stager:
         return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
 
 
-def _key(work: _Accepted) -> tuple[str, str]:
+def _planned(outcome: ItemOutcome) -> PlannedItem:
+    """The plan of an item decided without a transfer (present, or refused)."""
+    action: Literal["present", "failed"] = "present" if outcome.status == "present" else "failed"
+    return PlannedItem(outcome.item_id, outcome.collection, outcome.source, action, outcome.reason)
+
+
+def _key(work: _Accepted) -> ItemKey:
     """What an item's outcome and claim are keyed by: its collection and (NFC) id."""
     return work.task.collection, work.task.item.id
+
+
+def _announced(work: _Accepted) -> int | None:
+    """The bytes of an item's files as its source announces them; ``None`` if one has no size."""
+    sizes = [asset.extra_fields.get("file:size") for asset in work.assets.values()]
+    return None if None in sizes else sum(int(size) for size in sizes if size is not None)
+
+
+def _transfer_errors(transfers: Mapping[str, TransferResult | TransferError]) -> list[str]:
+    """The files of an item that could not be fetched, each with its reason."""
+    return [f"{k}: {r}" for k, r in transfers.items() if isinstance(r, TransferError)]
+
+
+def _seconds(transfers: Mapping[str, TransferResult | TransferError]) -> float | None:
+    """How long an item's files took (the longest; they transfer concurrently)."""
+    taken = [r.seconds for r in transfers.values() if isinstance(r, TransferResult)]
+    return max(taken) if taken else None
 
 
 def _grouped(

@@ -18,7 +18,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlsplit
@@ -36,6 +36,7 @@ from aux_assets.settings import (
     MAX_UNSIZED_BYTES_ENV,
     TRANSFER_TIMEOUT_ENV,
 )
+from aux_assets.staging.progress import ByteMeter
 from aux_assets.utils.checksums import Checksum, Hasher, new_hasher
 from aux_assets.utils.retry import RetryPolicy, retry_after
 from aux_assets.utils.tasks import run_all
@@ -71,7 +72,9 @@ class TransferError(Exception):
 @dataclass(frozen=True, repr=False)
 class TransferRequest:
     """One file to fetch from ``url`` into ``part_path`` (which must end with ``.part``); a
-    ``file://`` url only from inside the folders ``file_roots`` (none: no ``file://``)."""
+    ``file://`` url only from inside the folders ``file_roots`` (none: no ``file://``). Each
+    chunk's length is added to ``meter`` as it arrives (progress; several requests may share
+    one)."""
 
     url: str
     part_path: Path
@@ -81,6 +84,7 @@ class TransferRequest:
     file_roots: tuple[Path, ...] = ()
     auth: Auth | None = None
     expected_media_type: str | None = None
+    meter: ByteMeter = field(default_factory=ByteMeter, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "part_path", Path(self.part_path))
@@ -349,8 +353,10 @@ class TransferEngine:
             source_path = confined_path(request.url, request.file_roots)
         except LocalURLError as exc:
             raise TransferError(request.url, str(exc)) from None
+        meter = request.meter
         with os.fdopen(os.open(source_path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as source:
             while chunk := await asyncio.to_thread(source.read, self._chunk_size):
+                meter.count += len(chunk)
                 await part.write([chunk])
                 self._check_size(request, part.size, "read")
 
@@ -406,9 +412,11 @@ class TransferEngine:
             # a cut are written (and a retry resumes after them).
             pending: list[bytes] = []
             pending_size = 0
+            meter = request.meter
             try:
                 async for chunk, _ in response.content.iter_chunks():  # no join, no copy
                     progress.received += len(chunk)
+                    meter.count += len(chunk)
                     pending.append(chunk)
                     pending_size += len(chunk)
                     self._check_size(request, part.size + pending_size, "received")

@@ -14,3 +14,13 @@ def shorten(text: str) -> str:
 def mask_secret(secret: str | None) -> str:
     """How a secret field shows in a ``repr``: ``'***'`` when set."""
     return "'***'" if secret else "None"
+
+
+def size_text(n_bytes: float) -> str:
+    """A byte count (or rate) for people, in binary units: ``512 B``, ``1.2 MiB``, ``3.4 GiB``."""
+    value = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"

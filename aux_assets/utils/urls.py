@@ -5,6 +5,7 @@ without their userinfo, and URLs safe for messages."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
@@ -83,6 +84,15 @@ def redact_url(url: str) -> str:
         return "<invalid URL>"
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with every URL in it redacted (:func:`redact_url`): for messages that quote
+    errors, whose text may hold a signed query or a ``user:password@``."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match[0]), text)
 
 
 def href_file_name(href: str) -> str:

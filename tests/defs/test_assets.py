@@ -77,6 +77,7 @@ def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
         "mandatory_candidates": True,
         "all_staged_verified": True,
         "catalog_coverage_complete": True,
+        "catalog_on_time": True,  # a day of 2026-01 is long due, and complete
     }
     catalog = _doc(home, "aux_catalog_items")
     mandatory = {
@@ -109,6 +110,11 @@ def test_demo_day_end_to_end_then_rerun_moves_nothing(home):
     assert all(Path(file_path(url) or "").is_file() for _, url in links)
     staged_meta = result.asset_materializations_for_node("aux_staged_items")[0].metadata
     assert staged_meta["n_staged"].value > 0 and staged_meta["bytes_staged"].value > 0
+    # the run's totals (one day here: the day's figures)
+    assert staged_meta["run_items_total"].value == staged_meta["n_staged"].value
+    assert staged_meta["run_bytes_total"].value == staged_meta["bytes_staged"].value
+    assert staged_meta["run_staging_seconds"].value > 0
+    assert staged_meta["run_mib_per_s"].value > 0
 
     assert staged_meta["leftovers_removed"].value == 0
 
@@ -346,3 +352,125 @@ def test_out_of_range_config_values_are_refused(home, config, message):
     failure = result.failure_data_for_node("aux_search_results")
     assert failure is not None and message in failure.error.message
     assert _files(home) == []
+
+
+def _check_days(instance: dg.DagsterInstance, asset: str, check: str) -> dict[str, str]:
+    key = dg.AssetCheckKey(dg.AssetKey(asset), check)
+    infos = instance.event_log_storage.get_asset_check_partition_info([key])
+    return {i.partition_key: i.latest_execution_status.value for i in infos}
+
+
+def test_a_range_run_records_each_days_checks_with_its_own_description(home):
+    """2026-01-07..08 in one range run: the embedded sample ends on 01-07, so 01-08 lacks its
+    mandatory types. Only that day fails, and its description names it and them."""
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources=_resources(home),
+            tags={
+                "dagster/asset_partition_range_start": "2026-01-07",
+                "dagster/asset_partition_range_end": "2026-01-09",
+            },
+            raise_on_error=False,
+        )
+        evaluations = result.get_asset_check_evaluations()
+        by_check: dict[str, dict[str, dg.AssetCheckEvaluation]] = {}
+        for e in evaluations:
+            by_check.setdefault(e.check_name, {})[str(e.partition)] = e
+        candidates = by_check["mandatory_candidates"]
+        assert {day: e.passed for day, e in candidates.items()} == {
+            "2026-01-07": True,
+            "2026-01-08": True,
+            "2026-01-09": False,
+        }
+        assert candidates["2026-01-07"].description == (
+            "2026-01-07: every mandatory product type has a selection"
+        )
+        failed = str(candidates["2026-01-09"].description)
+        assert failed.startswith("2026-01-09: mandatory product types without a selection: ")
+        assert failed.endswith("AUX_POEORB: no selection for sentinel-1a, sentinel-1c")
+        assert candidates["2026-01-09"].metadata["n_problems"].value >= 1
+        staged = by_check["all_staged_verified"]
+        assert all(e.passed for e in staged.values()) and len(staged) == 3
+        assert re.fullmatch(
+            r"2026-01-08: \d+ item\(s\) stored, verified and registered",
+            str(staged["2026-01-08"].description),
+        )
+        coverage = by_check["catalog_coverage_complete"]
+        assert {day: e.passed for day, e in coverage.items()} == {
+            "2026-01-07": True,
+            "2026-01-08": True,
+            "2026-01-09": False,
+        }
+        assert "AUX_POEORB: no selection for sentinel-1a" in str(coverage["2026-01-09"].description)
+        on_time = by_check["catalog_on_time"]
+        assert on_time["2026-01-07"].passed and not on_time["2026-01-09"].passed
+        assert on_time["2026-01-09"].severity == dg.AssetCheckSeverity.WARN
+        assert "2026-01-09 is late: due 2026-01-11 06:00 UTC" in str(
+            on_time["2026-01-09"].description
+        )
+        # the instance records one result per day, as the asset page shows them
+        assert _check_days(instance, "aux_catalog_items", "catalog_coverage_complete") == {
+            "2026-01-07": "SUCCEEDED",
+            "2026-01-08": "SUCCEEDED",
+            "2026-01-09": "FAILED",
+        }
+        assert not result.success  # the blocking coverage check failed on 2026-01-09
+
+
+def test_a_dry_run_reports_what_would_move_and_writes_nothing(home):
+    """``dry_run: true``: searched, selected and deduped, each item's plan reported, nothing
+    stored or registered, the day not materialized; after a real run, nothing would move."""
+    dry = {"ops": {"aux_staged_items": {"config": {"dry_run": True}}}}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            ASSETS, partition_key=DAY, resources=_resources(home), run_config=dry, instance=instance
+        )
+        assert result.success
+        assert _files(home) == [] and not (home / "catalog").exists()
+        assert not (home / "io" / "aux_staged_items").exists()
+        assert not (home / "io" / "aux_catalog_items").exists()
+        materialized = {
+            m.asset_key.to_user_string() for m in result.get_asset_materialization_events()
+        }
+        assert materialized == {"aux_search_results"}  # the next assets did not run
+        (observation,) = [
+            e.asset_observation_data.asset_observation
+            for e in result.all_events
+            if e.event_type_value == "ASSET_OBSERVATION"
+        ]
+        assert observation.partition == DAY
+        metadata = observation.metadata
+        n_items = metadata["n_would_transfer"].value
+        assert n_items > 10 and metadata["n_present"].value == 0
+        assert metadata["bytes_would_transfer"].value > 0
+        assert re.fullmatch(
+            rf"DRY RUN, nothing was written: {n_items} of {n_items} item\(s\) \(.+\) would be "
+            "transferred",
+            str(observation.description),
+        )
+        plan = str(metadata["plan"].value)
+        assert plan.count("| transfer |") == n_items
+        assert str((home / "storage").as_uri()) in plan  # targets in our storage
+        logs = [
+            str(e.message)
+            for e in instance.all_logs(result.run_id)
+            if "dry run: would transfer" in str(e.message)
+        ]
+        assert len(logs) >= n_items and all(" from auxip " in line for line in logs)
+
+    assert _run(home).success  # the real run stages the day
+    stored = sorted(_files(home))
+    with dg.instance_for_test() as instance:
+        again = dg.materialize(
+            ASSETS, partition_key=DAY, resources=_resources(home), run_config=dry, instance=instance
+        )
+        (observation,) = [
+            e.asset_observation_data.asset_observation
+            for e in again.all_events
+            if e.event_type_value == "ASSET_OBSERVATION"
+        ]
+        assert observation.metadata["n_would_transfer"].value == 0
+        assert observation.metadata["n_present"].value == n_items
+    assert sorted(_files(home)) == stored

@@ -252,3 +252,57 @@ def test_ten_thousand_new_items_in_one_tick(setup, instance):
     assert _keys(result) == [
         (FIRST + timedelta(days=d)).isoformat() for d in range((LAST - FIRST).days + 1)
     ]
+
+
+def _deadline_tick(instance: dg.DagsterInstance, cursor: str | None = None) -> SensorExecutionData:
+    defs = dg.Definitions(sensors=[sensors.aux_deadline_sensor])
+    sensor = defs.resolve_sensor_def("aux_deadline_sensor")
+    with dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs) as context:
+        return sensor.evaluate_tick(context)
+
+
+def _materialized(instance: dg.DagsterInstance, day: str, coverage: dict[str, bool]) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            aux_catalog_items.key,
+            partition=day,
+            metadata={"coverage": dg.MetadataValue.json(coverage)},
+        )
+    )
+
+
+def test_deadline_sensor_turns_late_days_red_once_and_green_when_complete(instance, monkeypatch):
+    """The days due in the look-back (3 days here) are judged from their latest catalog
+    materialization; a verdict is recorded only when it changes."""
+    monkeypatch.setenv("AUX_SENSOR_LOOKBACK_DAYS", "3")
+    now = datetime.now(UTC)
+    due = [
+        d
+        for d in daily_partitions.get_partition_keys(current_time=now)[-6:]
+        if datetime.fromisoformat(d).replace(tzinfo=UTC) + timedelta(days=1, hours=30) <= now
+    ][-3:]
+    _materialized(instance, due[0], {"AUX_POEORB": True})
+    _materialized(instance, due[1], {"AUX_POEORB": False, "AUX_WND": True})
+
+    first = _deadline_tick(instance)
+    verdicts = {e.partition: e for e in first.asset_events}
+    assert set(verdicts) == set(due)
+    assert verdicts[due[0]].passed and "complete at" in str(verdicts[due[0]].description)
+    assert not verdicts[due[1]].passed
+    assert f"{due[1]} is late: due " in str(verdicts[due[1]].description)
+    assert "incomplete at" in str(verdicts[due[1]].description)
+    assert "AUX_POEORB" in str(verdicts[due[1]].description)
+    assert "never materialized" in str(verdicts[due[2]].description)
+    assert all(e.check_name == "catalog_on_time" for e in first.asset_events)
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in first.asset_events)
+    assert verdicts[due[1]].metadata["hours_late"].value > 0
+
+    second = _deadline_tick(instance, first.cursor)
+    assert not second.asset_events  # nothing changed: nothing recorded again
+    assert second.skip_message == (
+        f"3 due day(s) judged, no verdict changed (late: {due[1]}, {due[2]})"
+    )
+
+    _materialized(instance, due[2], {"AUX_POEORB": True})
+    third = _deadline_tick(instance, second.cursor)
+    assert [(e.partition, e.passed) for e in third.asset_events] == [(due[2], True)]

@@ -104,6 +104,28 @@ def file_handler(root: Path, corrupt: set[str] | None = None) -> Handler:
     return handle
 
 
+def slow_file_handler(root: Path, bytes_per_s: int, chunk: int = 16 << 10) -> Handler:
+    """Serve files under ``root`` at ``/files/<rel>`` at about ``bytes_per_s`` per connection,
+    in ``chunk``-byte writes."""
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        path = root / h.path.split("?")[0].removeprefix("/files/")
+        if not path.is_file():
+            send(h, 404, b"not found", "text/plain")
+            return
+        data = path.read_bytes()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/octet-stream")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        for start in range(0, len(data), chunk):
+            h.wfile.write(data[start : start + chunk])
+            h.wfile.flush()
+            time.sleep(chunk / bytes_per_s)
+
+    return handle
+
+
 def stac_api_handler(features: list[dict[str, Any]], page_size: int = 2) -> Handler:
     """A minimal STAC API: landing page, conformance, POST /search paged with a token.
 
