@@ -63,12 +63,9 @@ def judge(
     is late."""
     due = due_time(day, after)
     if missing is not None and not missing and at is not None:
-        margin = (
-            f"{_hours(due - at)} h before its deadline"
-            if at <= due
-            else f"{_hours(at - due)} h after its deadline"
-        )
-        return Verdict(day, due, "complete", f"{day} complete at {_clock(at)}, {margin}", 0.0)
+        # "as of": a re-run long after the deadline does not say when the day first completed
+        text = f"{day} complete as of {_clock(at)} (due {_clock(due)})"
+        return Verdict(day, due, "complete", text, 0.0)
     lacking = (
         "never materialized"
         if missing is None

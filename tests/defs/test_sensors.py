@@ -287,7 +287,7 @@ def test_deadline_sensor_turns_late_days_red_once_and_green_when_complete(instan
     first = _deadline_tick(instance)
     verdicts = {e.partition: e for e in first.asset_events}
     assert set(verdicts) == set(due)
-    assert verdicts[due[0]].passed and "complete at" in str(verdicts[due[0]].description)
+    assert verdicts[due[0]].passed and "complete as of" in str(verdicts[due[0]].description)
     assert not verdicts[due[1]].passed
     assert f"{due[1]} is late: due " in str(verdicts[due[1]].description)
     assert "incomplete at" in str(verdicts[due[1]].description)
