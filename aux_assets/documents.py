@@ -271,24 +271,33 @@ def coverage_gaps(staged: StagedDocument, catalog: CatalogDocument) -> dict[str,
 
 
 def replacements(previous: CatalogDocument | None, current: CatalogDocument) -> dict[str, str]:
-    """Per product type of a day whose selection changed since the ``previous`` document of
-    the day: which items now serve it instead of which (a precise orbit replacing restituted
-    ones)."""
+    """Per product type (and collection, when the type is kept in several) of a day whose
+    selection changed since the ``previous`` document of the day: which new items serve it
+    instead of which (a precise orbit replacing restituted ones). Items that merely went
+    missing replace nothing: the coverage check reports them."""
     if previous is None:
         return {}
-    before: dict[tuple[str, str], set[str]] = {}
-    for product in previous["products"]:
-        ids = before.setdefault((product["product_type"], product["collection"]), set())
-        ids.update(f["id"] for f in product["items"]["features"])
+
+    def selections(doc: CatalogDocument) -> dict[tuple[str, str], set[str]]:
+        ids: dict[tuple[str, str], set[str]] = {}
+        for product in doc["products"]:
+            key = (product["product_type"], product["collection"])
+            ids.setdefault(key, set()).update(f["id"] for f in product["items"]["features"])
+        return ids
+
+    before, now = selections(previous), selections(current)
+    collections: dict[str, int] = {}
+    for ptype, _ in now:
+        collections[ptype] = collections.get(ptype, 0) + 1
     changes: dict[str, str] = {}
-    for product in current["products"]:
-        key = (product["product_type"], product["collection"])
-        now = {f["id"] for f in product["items"]["features"]}
-        gone, new = sorted(before.get(key, set()) - now), sorted(now - before.get(key, set()))
-        if gone and key in before:
-            changes[product["product_type"]] = (
-                f"{', '.join(new) or 'nothing'} replaces {', '.join(gone)}"
-            )
+    for (ptype, collection), ids in now.items():
+        gone, new = (
+            before.get((ptype, collection), set()) - ids,
+            ids - before.get((ptype, collection), set()),
+        )
+        if gone and new:
+            name = ptype if collections[ptype] == 1 else f"{ptype} ({collection})"
+            changes[name] = f"{', '.join(sorted(new))} replaces {', '.join(sorted(gone))}"
     return changes
 
 

@@ -322,6 +322,27 @@ def test_replacements_name_what_a_new_selection_replaces_in_the_same_day() -> No
     assert replacements(None, after) == {}  # the day's first run replaces nothing
     assert replacements(after, after) == {}
     assert replacements(day("X", ptype="OTHER"), after) == {}  # a new product type is no change
+    assert replacements(before, day()) == {}  # items gone with nothing new replace nothing
+
+
+def test_replacements_take_entries_of_one_type_together_and_name_collections() -> None:
+    def day(s1: list[str], s2: list[str]) -> Any:
+        staged = document(
+            [
+                staged_product("MPL_ORBPRE", s1[:1], collection="s1"),
+                staged_product("MPL_ORBPRE", s1[1:], collection="s1"),  # a second platform
+                staged_product("MPL_ORBPRE", s2, collection="s2"),
+            ]
+        )
+        items = [make_item(i, "s1") for i in s1] + [make_item(i, "s2") for i in s2]
+        return catalog_document(staged, held(*items), item_url)
+
+    before = day(["A1", "B1"], ["C1"])
+    assert replacements(before, day(["A1", "B1"], ["C1"])) == {}
+    assert replacements(before, day(["A2", "B1"], ["C2"])) == {
+        "MPL_ORBPRE (s1)": "A2 replaces A1",
+        "MPL_ORBPRE (s2)": "C2 replaces C1",
+    }
 
 
 def test_search_numbers_count_candidates_selections_types_and_mandatory_gaps() -> None:

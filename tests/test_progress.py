@@ -325,7 +325,7 @@ def test_waiting_for_a_slot_is_reported_every_interval(tmp_path):
         thread.join(30)
     assert not thread.is_alive()
     assert [o.status for o in outcomes] == ["staged"] * 3
-    waiting = [line for line in lines if "waiting" in line]
+    waiting = [line for line in lines if "waiting for a slot" in line]
     assert all(
         re.fullmatch(
             r"auxip: waiting for a slot of pool aux_source_auxip for [\d.]+ s "

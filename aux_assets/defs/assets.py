@@ -39,6 +39,7 @@ from aux_assets.staging.stager import (
 from aux_assets.timeliness import due_after, latencies
 from aux_assets.utils.names import UnsafeNameError, check_collection_id, check_safe_name
 from aux_assets.utils.text import size_text
+from aux_assets.utils.urls import redact_urls
 
 IO_MANAGER = "aux_json_io"
 Event = dg.Output[dict[str, Any]] | dg.Output[None] | dg.AssetCheckEvaluation | dg.AssetObservation
@@ -249,7 +250,7 @@ def _dry_run(
         elif p.action == "present":
             context.log.info(f"dry run: {name} is already in the catalog")
         else:
-            context.log.warning(f"dry run: {name} would fail: {p.reason}")
+            context.log.warning(f"dry run: {name} would fail: {redact_urls(p.reason or '')}")
     for day, doc in documents.items():
         items = [
             by_key[key]
@@ -264,7 +265,7 @@ def _dry_run(
         n_bytes = sum(p.size for p in moving)
         rows = [
             f"| {p.collection}/{p.item_id} | {p.action} | {size_text(p.size) if p.files else ''} "
-            f"| {p.reason or ', '.join(f.target for f in p.files)} |"
+            f"| {redact_urls(p.reason or '') or ', '.join(f.target for f in p.files)} |"
             for p in items
         ]
         yield dg.AssetObservation(
@@ -348,6 +349,8 @@ def aux_staged_items(
         catalog.close()
     if config.dry_run:
         yield from _dry_run(context, planned, aux_search_results)
+        later = (checks.ALL_STAGED_VERIFIED, checks.CATALOG_COVERAGE, checks.ON_TIME)
+        yield from checks.restated(context, later, aux_search_results)
         yield checks.check_output(context, checks.ALL_STAGED_VERIFIED)
         return
     if stager.swept:

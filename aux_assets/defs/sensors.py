@@ -174,14 +174,16 @@ def _verdict(instance: dg.DagsterInstance, day: str, after: timedelta, now: date
         return judge(day, after, now, None, None)
     event = records[0].asset_materialization
     coverage = event.metadata.get("coverage") if event is not None else None
-    covered = coverage.value if isinstance(coverage, dg.JsonMetadataValue) else {}
-    missing = [ptype for ptype, ok in dict(covered or {}).items() if not ok]
+    if not isinstance(coverage, dg.JsonMetadataValue) or not isinstance(coverage.value, dict):
+        missing = ["(its coverage is not recorded)"]
+    else:
+        missing = [ptype for ptype, ok in coverage.value.items() if not ok]
     return judge(day, after, now, missing, datetime.fromtimestamp(records[0].timestamp, UTC))
 
 
 @dg.sensor(
     name="aux_deadline_sensor",
-    minimum_interval_seconds=DEFAULT_INTERVAL_S,
+    minimum_interval_seconds=interval_seconds(),
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Judges the days due in the last AUX_SENSOR_LOOKBACK_DAYS against their deadline "
@@ -194,8 +196,7 @@ def aux_deadline_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     verdict per day, so a verdict is recorded once per change."""
     now, after = datetime.now(UTC), due_after()
     keys = daily_partitions.get_partition_keys(current_time=now)
-    due = [day for day in keys[-lookback_days() - 2 :] if due_time(day, after) <= now]
-    due = due[-lookback_days() :]
+    due = [day for day in keys if due_time(day, after) <= now][-lookback_days() :]
     before: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     verdicts = [_verdict(context.instance, day, after, now) for day in due]
     events = [

@@ -875,6 +875,9 @@ class Stager:
             if item is not None:
                 registered.setdefault(work.task.collection, []).append((item, outcome))
         for collection, entries in registered.items():
+            self.log(
+                f"registering {len(entries)} item(s) of {collection} in {self.catalog.describe()}"
+            )
             self._upsert(collection, entries)
             if self.catalog.relocates:
                 self._read_back(collection, [o for _, o in entries if o.status == "staged"])

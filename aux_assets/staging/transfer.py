@@ -445,12 +445,14 @@ class TransferEngine:
                     "(often a login or error page)",
                 )
             if part.size:
+                request.meter.count -= part.size  # the bytes kept so far are discarded
                 part.reset()
                 progress.resumed = False
             end = total = _int_or_none(response.headers.get("content-length"))
         elif status == 206:
             match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
             if match is None or int(match[1]) != part.size:
+                request.meter.count -= part.size
                 part.reset()
                 progress.resumed = False
                 raise _Retry("the server answered another byte range than the one asked for")

@@ -460,9 +460,11 @@ def test_a_dry_run_reports_what_would_move_and_writes_nothing(home):
         ]
         assert len(logs) >= n_items and all(" from auxip " in line for line in logs)
 
-    assert _run(home).success  # the real run stages the day
-    stored = sorted(_files(home))
-    with dg.instance_for_test() as instance:
+        real = dg.materialize(  # the real run stages the day
+            ASSETS, partition_key=DAY, resources=_resources(home), instance=instance
+        )
+        assert real.success
+        stored = sorted(_files(home))
         again = dg.materialize(
             ASSETS, partition_key=DAY, resources=_resources(home), run_config=dry, instance=instance
         )
@@ -473,4 +475,17 @@ def test_a_dry_run_reports_what_would_move_and_writes_nothing(home):
         ]
         assert observation.metadata["n_would_transfer"].value == 0
         assert observation.metadata["n_present"].value == n_items
-    assert sorted(_files(home)) == stored
+        assert sorted(_files(home)) == stored
+        # the day's check results stand: restated, not shown skipped by the dry run
+        evaluations = again.get_asset_check_evaluations()
+        restated = {e.check_name: e for e in evaluations if "restated" in e.metadata}
+        assert {e.check_name for e in evaluations} - set(restated) == {"mandatory_candidates"}
+        later = {"all_staged_verified", "catalog_coverage_complete", "catalog_on_time"}
+        assert set(restated) == later
+        assert all(e.passed and e.metadata["restated"].value for e in restated.values())
+        for asset, check in [
+            ("aux_staged_items", "all_staged_verified"),
+            ("aux_catalog_items", "catalog_coverage_complete"),
+            ("aux_catalog_items", "catalog_on_time"),
+        ]:
+            assert _check_days(instance, asset, check) == {DAY: "SUCCEEDED"}

@@ -306,3 +306,18 @@ def test_deadline_sensor_turns_late_days_red_once_and_green_when_complete(instan
     _materialized(instance, due[2], {"AUX_POEORB": True})
     third = _deadline_tick(instance, second.cursor)
     assert [(e.partition, e.passed) for e in third.asset_events] == [(due[2], True)]
+
+
+def test_deadline_sensor_judges_the_last_due_days_whatever_the_deadline(instance, monkeypatch):
+    """A deadline of 10 days (waiting for precise orbits) still judges the look-back's days:
+    the last ones due, not the last calendar days."""
+    monkeypatch.setenv("AUX_SENSOR_LOOKBACK_DAYS", "3")
+    monkeypatch.setenv("AUX_DUE_AFTER_HOURS", "240")
+    now = datetime.now(UTC)
+    keys = daily_partitions.get_partition_keys(current_time=now)
+    due = [
+        d for d in keys if datetime.fromisoformat(d).replace(tzinfo=UTC) + timedelta(days=11) <= now
+    ][-3:]
+    tick = _deadline_tick(instance)
+    assert [e.partition for e in tick.asset_events] == due
+    assert all("due " in str(e.description) for e in tick.asset_events)
