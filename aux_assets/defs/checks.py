@@ -12,7 +12,10 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-# The check history API of the instance (public methods) takes these two internal types.
+# The check history API of the instance (public methods) takes and gives these internal types.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
@@ -73,8 +76,25 @@ def per_day(
     """One evaluation of ``spec`` per day (a blocking one that fails stops the step after all
     its days are recorded), then the check's output."""
     for day, (passed, description, metadata) in sorted(outcomes.items()):
-        yield evaluation(spec, day, passed, description, metadata, severity)
+        target = _target(context.instance, spec, day)
+        yield evaluation(spec, day, passed, description, metadata, severity, target)
     yield check_output(context, spec)
+
+
+def _target(
+    instance: dg.DagsterInstance, spec: dg.AssetCheckSpec, day: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The day's materialization the check judged (the UI links it, and tells a result that
+    predates a newer materialization)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=spec.asset_key, asset_partitions=[day]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    )
 
 
 def restated(
@@ -115,9 +135,11 @@ def evaluation(
     description: str,
     metadata: Mapping[str, object],
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    target: AssetCheckEvaluationTargetMaterializationData | None = None,
 ) -> dg.AssetCheckEvaluation:
-    """The evaluation of ``spec`` for ``day``."""
+    """The evaluation of ``spec`` for ``day`` (of the materialization ``target``)."""
     return dg.AssetCheckEvaluation(
+        target_materialization_data=target,
         asset_key=spec.asset_key,
         check_name=spec.name,
         passed=passed,

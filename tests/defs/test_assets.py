@@ -416,6 +416,14 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home):
             "2026-01-08": "SUCCEEDED",
             "2026-01-09": "FAILED",
         }
+        # each result points at the day's materialization it judged
+        for e in coverage.values():
+            (record,) = instance.fetch_materializations(
+                dg.AssetRecordsFilter(dg.AssetKey("aux_catalog_items"), [str(e.partition)]),
+                limit=1,
+            ).records
+            assert e.target_materialization_data is not None
+            assert e.target_materialization_data.storage_id == record.storage_id
         assert not result.success  # the blocking coverage check failed on 2026-01-09
 
 
