@@ -17,6 +17,7 @@ A unit is a platform (``sentinel-1a``); ``"None"`` stands for items without a pl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date, timedelta
 from typing import Any, Literal, NotRequired, TypedDict
 
 import pystac
@@ -224,21 +225,49 @@ def empty_selections(documents: Mapping[str, SearchDocument]) -> list[str]:
     ]
 
 
-def _units(units: list[str]) -> str:
-    """What a product type lacks: every unit (``*``), named platforms, or its selection."""
+def _units(
+    units: list[str], gaps: Mapping[str, list[list[str]]] | None = None, day: str = ""
+) -> str:
+    """What a product type lacks: any candidate (``*``), or cover for named platforms (with
+    the spans of ``day`` left uncovered when ``gaps`` gives them; ``"None"``: items without a
+    platform)."""
     if units == [ANY_UNIT]:
         return "no candidate at all"
-    named = [unit for unit in units if unit != "None"]  # "None": items without a platform
-    return f"no selection for {', '.join(named)}" if named else "no selection"
+    named = []
+    for unit in units:
+        spans = (gaps or {}).get(unit)
+        shown = "" if unit == "None" else unit
+        if spans:
+            spans_text = ", ".join(f"{_clock(a, day)}..{_clock(b, day)}" for a, b in spans)
+            shown += f" (uncovered {spans_text})"
+        named.append(shown.strip())
+    named = [n for n in named if n]
+    return f"not covered for {', '.join(named)}" if named else "not covered"
+
+
+def _clock(text: str, day: str) -> str:
+    """A span bound within ``day`` as ``HH:MM:SS`` (its end as ``24:00:00``), else as given."""
+    if text.startswith(day) and day:
+        return text[11:19]
+    if day and text[11:19] == "00:00:00" and text[:10] == _next_day(day):
+        return "24:00:00"
+    return text
+
+
+def _next_day(day: str) -> str:
+    return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
 def mandatory_gaps(doc: SearchDocument) -> dict[str, str]:
-    """Per mandatory product type of a day with a unit left uncovered: which units."""
+    """Per mandatory product type of a day with a unit left uncovered: which units, and which
+    spans of the day no selection covers."""
     gaps: dict[str, list[str]] = {}
+    spans: dict[str, dict[str, list[list[str]]]] = {}
     for p in doc["products"]:
         if p["mandatory"] and p["missing_units"]:
             gaps.setdefault(p["product_type"], []).extend(p["missing_units"])
-    return {ptype: _units(units) for ptype, units in gaps.items()}
+            spans.setdefault(p["product_type"], {}).update(p.get("gaps", {}))
+    return {ptype: _units(units, spans[ptype], doc["partition"]) for ptype, units in gaps.items()}
 
 
 def failed_items(doc: StagedDocument) -> dict[str, str | None]:

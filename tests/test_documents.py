@@ -268,11 +268,24 @@ def test_mandatory_gaps_name_the_type_and_units_of_mandatory_types_only() -> Non
         ]
     )
     assert mandatory_gaps(doc) == {
-        "B": "no selection for sentinel-1a, sentinel-1c, sentinel-1b",
+        "B": "not covered for sentinel-1a, sentinel-1c, sentinel-1b",
         "C": "no candidate at all",
-        "D": "no selection",
+        "D": "not covered",
     }
     assert mandatory_gaps(document([search_product("A", ["a"])])) == {}
+
+
+def test_mandatory_gaps_show_the_spans_of_the_day_a_partial_selection_leaves() -> None:
+    partial = search_product("E", ["e"], missing=["sentinel-1a"])
+    partial["gaps"] = {
+        "sentinel-1a": [
+            ["2026-01-05T00:00:00+00:00", "2026-01-05T01:00:00+00:00"],
+            ["2026-01-05T22:30:00+00:00", "2026-01-06T00:00:00+00:00"],
+        ]
+    }
+    assert mandatory_gaps(document([partial])) == {
+        "E": "not covered for sentinel-1a (uncovered 00:00:00..01:00:00, 22:30:00..24:00:00)"
+    }
 
 
 def test_failed_items_map_type_collection_and_id_to_the_reason() -> None:
@@ -307,7 +320,7 @@ def test_coverage_gaps_say_per_uncovered_type_which_units_and_items_are_missing(
     assert catalog["coverage"] == {"A": False, "B": False, "C": True}
     assert coverage_gaps(staged, catalog) == {
         "A": "a2 not in the catalog (failed: HTTP 404)",
-        "B": "no selection for sentinel-1a",
+        "B": "not covered for sentinel-1a",
     }
 
 

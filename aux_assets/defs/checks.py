@@ -19,6 +19,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+from aux_assets import tracing
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.documents import (
     CatalogDocument,
@@ -76,7 +77,9 @@ def per_day(
     """One evaluation of ``spec`` per day (a blocking one that fails stops the step after all
     its days are recorded), then the check's output."""
     for day, (passed, description, metadata) in sorted(outcomes.items()):
-        target = _target(context.instance, spec, day)
+        # With tracing on, a step's events are yielded at its end (aux_asset's span), so the
+        # day's new materialization is not stored yet: better no target than the previous one.
+        target = _target(context.instance, spec, day) if tracing.tracer() is None else None
         yield evaluation(spec, day, passed, description, metadata, severity, target)
     yield check_output(context, spec)
 
@@ -165,7 +168,7 @@ def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dict[str, O
             day,
             mandatory_gaps(doc),
             "every mandatory product type has a selection",
-            "mandatory product types without a selection: ",
+            "gaps in mandatory product types: ",
         )
         for day, doc in documents.items()
     }
@@ -193,7 +196,7 @@ def catalog_coverage(
             day,
             coverage_gaps(staged[day], doc),
             f"the catalog covers every mandatory product type ({len(doc['coverage'])})",
-            "not covered: ",
+            "gaps in the catalog: ",
         )
         for day, doc in documents.items()
     }

@@ -388,8 +388,11 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home):
             "2026-01-07: every mandatory product type has a selection"
         )
         failed = str(candidates["2026-01-09"].description)
-        assert failed.startswith("2026-01-09: mandatory product types without a selection: ")
-        assert failed.endswith("AUX_POEORB: no selection for sentinel-1a, sentinel-1c")
+        assert failed.startswith("2026-01-09: gaps in mandatory product types: ")
+        assert failed.endswith(  # the partial selections are shown by what they leave uncovered
+            "AUX_POEORB: not covered for sentinel-1a (uncovered 02:32:57..24:00:00), "
+            "sentinel-1c (uncovered 01:43:32..24:00:00)"
+        )
         assert candidates["2026-01-09"].metadata["n_problems"].value >= 1
         staged = by_check["all_staged_verified"]
         assert all(e.passed for e in staged.values()) and len(staged) == 3
@@ -403,7 +406,7 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home):
             "2026-01-08": True,
             "2026-01-09": False,
         }
-        assert "AUX_POEORB: no selection for sentinel-1a" in str(coverage["2026-01-09"].description)
+        assert "AUX_POEORB: not covered for sentinel-1a" in str(coverage["2026-01-09"].description)
         on_time = by_check["catalog_on_time"]
         assert on_time["2026-01-07"].passed and not on_time["2026-01-09"].passed
         assert on_time["2026-01-09"].severity == dg.AssetCheckSeverity.WARN
