@@ -63,8 +63,12 @@ def _parse_time(value: object) -> datetime | None:
 
 def published_time(item: pystac.Item) -> datetime | None:
     """``published``, else ``created``, in UTC; ``None`` when neither is a timestamp."""
-    props = item.properties
-    return _parse_time(props.get("published")) or _parse_time(props.get("created"))
+    return published_at(item.properties)
+
+
+def published_at(properties: Mapping[str, object]) -> datetime | None:
+    """:func:`published_time` of an item's ``properties`` (a document's feature)."""
+    return _parse_time(properties.get("published")) or _parse_time(properties.get("created"))
 
 
 def new_items_request(

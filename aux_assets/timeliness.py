@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from aux_assets.discovery import published_at
 from aux_assets.documents import SearchDocument, StagedDocument
 from aux_assets.settings import positive_int_env
-from aux_assets.utils.times import parse_utc
 
 DUE_AFTER_ENV = "AUX_DUE_AFTER_HOURS"
 DEFAULT_DUE_AFTER_H = 30
@@ -87,16 +87,13 @@ def latencies(
 ) -> dict[str, float]:
     """Per mandatory product type of a day, the hours from the publication of its items staged
     in this run to ``staged_at`` (the longest, when several); types with nothing staged now or
-    no ``published`` time are left out."""
-    published: dict[tuple[str, str], datetime] = {}
-    for found in search["products"]:
-        for feature in found["selected"]["features"]:
-            text = feature.get("properties", {}).get("published")
-            if isinstance(text, str):
-                try:
-                    published[(found["collection"], feature["id"])] = parse_utc(text)
-                except ValueError:
-                    continue
+    no publication time (``published``, else ``created``) are left out."""
+    published = {
+        (found["collection"], feature["id"]): when
+        for found in search["products"]
+        for feature in found["selected"]["features"]
+        if (when := published_at(feature.get("properties", {}))) is not None
+    }
     hours: dict[str, float] = {}
     for product in staged["products"]:
         if not product["mandatory"]:

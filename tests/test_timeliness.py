@@ -61,6 +61,7 @@ def test_latencies_take_the_longest_of_the_items_staged_now_per_mandatory_type()
                         _feature("c", "2026-01-06T00:00:00Z"),
                         _feature("d", None),
                         _feature("o", "2026-01-01T00:00:00Z"),
+                        {"id": "e", "properties": {"created": "2026-01-06T09:00:00Z"}},
                     ]
                 },
             }
@@ -76,7 +77,8 @@ def test_latencies_take_the_longest_of_the_items_staged_now_per_mandatory_type()
             {"product_type": "C", "mandatory": True, "items": [item("c", "present")]},
             {"product_type": "D", "mandatory": True, "items": [item("d")]},
             {"product_type": "O", "mandatory": False, "items": [item("o")]},
+            {"product_type": "E", "mandatory": True, "items": [item("e")]},  # created, no published
         ]
     }
     now = datetime(2026, 1, 6, 12, tzinfo=UTC)
-    assert latencies(search, staged, now) == {"A": 12.0}
+    assert latencies(search, staged, now) == {"A": 12.0, "E": 3.0}

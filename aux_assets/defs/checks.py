@@ -61,11 +61,8 @@ ON_TIME = dg.AssetCheckSpec(
     "the day's end, default 30 h); judged at each run and by aux_deadline_sensor.",
 )
 
-Outcome = tuple[bool, str, Mapping[str, object]]
-_EVALUATED = {
-    AssetCheckExecutionRecordStatus.SUCCEEDED,
-    AssetCheckExecutionRecordStatus.FAILED,
-}  # passed, description, metadata
+Outcome = tuple[bool, str, Mapping[str, object]]  # passed, description, metadata
+_EVALUATED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
 def per_day(
@@ -108,8 +105,8 @@ def restated(
     day of the run when it is launched and would otherwise show them skipped (a late day would
     no longer look late)."""
     storage = context.instance.event_log_storage
-    by_key = {spec.key: spec for spec in specs}
-    infos = storage.get_asset_check_partition_info(list(by_key), partition_keys=list(days))
+    keys = [spec.key for spec in specs]
+    infos = storage.get_asset_check_partition_info(keys, partition_keys=list(days))
     for info in infos:
         if info.latest_planned_run_id != context.run.run_id or info.partition_key is None:
             continue

@@ -199,6 +199,10 @@ def aux_deadline_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     due = [day for day in keys if due_time(day, after) <= now][-lookback_days() :]
     before: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     verdicts = [_verdict(context.instance, day, after, now) for day in due]
+    changed = [v for v in verdicts if before.get(v.day) != v.state]
+    for verdict in changed:
+        if not verdict.passed:
+            context.log.warning(verdict.description)
     events = [
         checks.evaluation(
             checks.ON_TIME,
@@ -208,13 +212,9 @@ def aux_deadline_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
             checks.verdict_metadata(v),
             dg.AssetCheckSeverity.WARN,
         )
-        for v in verdicts
-        if before.get(v.day) != v.state
+        for v in changed
     ]
     late = [v.day for v in verdicts if not v.passed]
-    for verdict in verdicts:
-        if not verdict.passed and before.get(verdict.day) != verdict.state:
-            context.log.warning(verdict.description)
     cursor = json.dumps({v.day: v.state for v in verdicts})
     if events:
         return dg.SensorResult(asset_events=events, cursor=cursor)

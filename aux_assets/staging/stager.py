@@ -352,25 +352,16 @@ class Stager:
         """Stage ``tasks`` (duplicates by collection and id are staged once); outcomes follow
         the order of the first occurrence of each item."""
         started = time.monotonic()
-        unique: dict[tuple[str, str], StageTask] = {}
-        for task in tasks:
-            unique.setdefault((task.collection, task.item.id), task)
+        unique = _unique(tasks)
         progress: dict[str, Progress] = {}
         for task in unique.values():
             if task.source not in progress:
                 progress[task.source] = Progress(task.source, slot_name(self.gate, task.source))
             progress[task.source].items += 1
         outcomes: dict[tuple[str, str], ItemOutcome] = {}  # by collection and NFC id
-        refused: dict[tuple[str, str], ItemOutcome] = {}  # by collection and id as spelled
-        accepted: list[_Accepted] = []
-        spellings: dict[tuple[str, str], str] = {}
-        for key, task in unique.items():
-            result = self._check(task, spellings)
-            if isinstance(result, ItemOutcome):
-                refused[key] = result
-                self._decided(progress[task.source], result)
-            else:
-                accepted.append(result)
+        refused, accepted = self._checked(unique)
+        for outcome in refused.values():
+            self._decided(progress[outcome.source], outcome)
         self.swept += self.storage.sweep(
             (key for work in accepted for key in work.keys.values()), self.leftover_max_age_s
         )
@@ -392,35 +383,12 @@ class Stager:
         """A dry run of :meth:`stage`: the same checks and catalog lookups (one per collection),
         then per item what would be transferred, without writing anything: no collection is
         created, nothing is swept, transferred or registered."""
-        unique: dict[tuple[str, str], StageTask] = {}
-        for task in tasks:
-            unique.setdefault((task.collection, task.item.id), task)
-        planned: list[PlannedItem] = []
-        accepted: list[_Accepted] = []
-        spellings: dict[tuple[str, str], str] = {}
-        for task in unique.values():
-            result = self._check(task, spellings)
-            if isinstance(result, ItemOutcome):
-                planned.append(_planned(result))
-            else:
-                accepted.append(result)
-        for collection, batch in _grouped(accepted, "collection").items():
-            try:
-                existing = lookup_items(self.catalog, collection, [w.task.item.id for w in batch])
-            except Exception as exc:
-                reason = f"catalog lookup in {self.catalog.describe()} failed: {exc}"
-                planned += [_planned(self._fail(w.task, reason)) for w in batch]
-                continue
-            for work in batch:
-                refused: dict[tuple[str, str], ItemOutcome] = {}
-                try:
-                    present = self._present(work, existing)
-                except Exception as exc:
-                    present = self._fail(work.task, f"checking the stored files failed: {exc}")
-                if present is None and self._evicted(work, refused):
-                    present = refused[_key(work)]
-                planned.append(_planned(present) if present else self._transfer_plan(work))
-        return planned
+        refused, accepted = self._checked(_unique(tasks))
+        outcomes: dict[tuple[str, str], ItemOutcome] = {}
+        deduped = self._dedupe(accepted, outcomes, create=False)
+        todo = [w for w in deduped if not self._evicted(w, outcomes)]
+        decided = [*refused.values(), *outcomes.values()]
+        return [_planned(o) for o in decided] + [self._transfer_plan(work) for work in todo]
 
     def _transfer_plan(self, work: _Accepted) -> PlannedItem:
         files = []
@@ -454,6 +422,22 @@ class Stager:
         took = f", {duration_text(seconds)}" if seconds is not None else ""
         size = size_text(sum(a.size for a in outcome.assets))
         self.log(f"{outcome.source}: {outcome.status} {name} ({size}{took})")
+
+    def _checked(
+        self, unique: Mapping[tuple[str, str], StageTask]
+    ) -> tuple[dict[tuple[str, str], ItemOutcome], list[_Accepted]]:
+        """:meth:`_check` of each task: the refused (by collection and id as spelled), and the
+        accepted."""
+        refused: dict[tuple[str, str], ItemOutcome] = {}
+        accepted: list[_Accepted] = []
+        spellings: dict[tuple[str, str], str] = {}
+        for key, task in unique.items():
+            result = self._check(task, spellings)
+            if isinstance(result, ItemOutcome):
+                refused[key] = result
+            else:
+                accepted.append(result)
+        return refused, accepted
 
     def _fail(self, task: StageTask, reason: str) -> ItemOutcome:
         return ItemOutcome(task.item.id, task.collection, task.source, "failed", reason)
@@ -531,14 +515,20 @@ class Stager:
         return _Accepted(replace(task, item=item), assets, keys, spelled=spelled)
 
     def _dedupe(
-        self, accepted: list[_Accepted], outcomes: dict[tuple[str, str], ItemOutcome]
+        self,
+        accepted: list[_Accepted],
+        outcomes: dict[tuple[str, str], ItemOutcome],
+        *,
+        create: bool = True,
     ) -> list[_Accepted]:
         """Drop items already registered (same id, same checksum where both have one, files
-        present), with one batched catalog lookup per collection."""
+        present), with one batched catalog lookup per collection; the collections are created
+        first unless not to ``create`` (a dry run writes nothing)."""
         todo: list[_Accepted] = []
         for collection, batch in _grouped(accepted, "collection").items():
             try:
-                self.catalog.ensure_collection(collection)
+                if create:
+                    self.catalog.ensure_collection(collection)
                 ids = [p.task.item.id for p in batch] + [p.spelled for p in batch if p.spelled]
                 existing = lookup_items(self.catalog, collection, ids)
             except Exception as exc:  # the catalog is down or refuses: every item says why
@@ -1083,6 +1073,14 @@ class Stager:
         href = hrefs[largest.path.as_posix()]
         checksum = Checksum("sha256", largest.sha256)
         return registered_asset(ready.source, href, largest.size, checksum, unpacked=True)
+
+
+def _unique(tasks: Sequence[StageTask]) -> dict[tuple[str, str], StageTask]:
+    """The first task of each item (by collection and id as spelled), in order."""
+    unique: dict[tuple[str, str], StageTask] = {}
+    for task in tasks:
+        unique.setdefault((task.collection, task.item.id), task)
+    return unique
 
 
 def _planned(outcome: ItemOutcome) -> PlannedItem:
