@@ -219,6 +219,12 @@ def _stager(tmp_path, lines: list[str], warnings: list[str], **kwargs) -> Stager
     )
 
 
+def test_a_progress_interval_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="progress_interval_s must be > 0, got 0"):
+        _stager(tmp_path, [], [], progress_interval_s=0)
+    assert not (tmp_path / "catalog").exists() and not (tmp_path / "storage").exists()
+
+
 def test_a_slow_server_shows_progress_lines_with_growing_counts_and_a_sane_eta(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
