@@ -17,7 +17,8 @@ A unit is a platform (``sentinel-1a``); ``"None"`` stands for items without a pl
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, NotRequired, TypedDict
 
 import pystac
@@ -49,8 +50,8 @@ class Candidate(TypedDict):
     platform: NotRequired[str | None]
 
 
-class SearchProduct(TypedDict):
-    """What one product type (``"cql2"`` in raw-filter mode) found and selected in a window."""
+class EntryFields(TypedDict):
+    """What a search entry records of its products-file entry."""
 
     product_type: str
     source: str
@@ -61,6 +62,13 @@ class SearchProduct(TypedDict):
     mandatory: bool
     assets: list[str] | None
     unpack: bool
+
+
+class SearchProduct(EntryFields):
+    """What one product type (``"cql2"`` in raw-filter mode) found and selected in a window;
+    for the units left uncovered, the spans (``gaps``) and when their files are expected at
+    the latest (``expected``, judged at ``searched_at``); ``error``: its source failed."""
+
     filter: JsonDict
     n_candidates: int
     candidates: list[Candidate]
@@ -68,6 +76,9 @@ class SearchProduct(TypedDict):
     used_types: dict[str, list[str]]
     missing_units: list[str]
     gaps: NotRequired[dict[str, list[list[str]]]]
+    expected: NotRequired[dict[str, str]]
+    searched_at: NotRequired[str]
+    error: NotRequired[str | None]
     selected: FeatureCollection
 
 
@@ -94,11 +105,17 @@ class StagedItem(TypedDict):
 
 
 class StagedProduct(TypedDict):
+    """``gaps``, ``expected``, ``searched_at`` and ``error`` as the search found them."""
+
     product_type: str
     policy: str | None
     mandatory: bool
     collection: str
     missing_units: list[str]
+    gaps: NotRequired[dict[str, list[list[str]]]]
+    expected: NotRequired[dict[str, str]]
+    searched_at: NotRequired[str]
+    error: NotRequired[str | None]
     items: list[StagedItem]
 
 
@@ -168,6 +185,15 @@ def staged_document(
         }
         for p in search["products"]
     ]
+    for staged, found in zip(products, search["products"], strict=True):  # why units lack
+        if "gaps" in found:
+            staged["gaps"] = found["gaps"]
+        if "expected" in found:
+            staged["expected"] = found["expected"]
+        if "searched_at" in found:
+            staged["searched_at"] = found["searched_at"]
+        if "error" in found:
+            staged["error"] = found["error"]
     doc: StagedDocument = day_document(search["partition"], search["window"], products)
     return doc
 
@@ -225,24 +251,48 @@ def empty_selections(documents: Mapping[str, SearchDocument]) -> list[str]:
     ]
 
 
-def _units(
-    units: list[str], gaps: Mapping[str, list[list[str]]] | None = None, day: str = ""
-) -> str:
-    """What a product type lacks: any candidate (``*``), or cover for named platforms (with
-    the spans of ``day`` left uncovered when ``gaps`` gives them; ``"None"``: items without a
-    platform)."""
-    if units == [ANY_UNIT]:
-        return "no candidate at all"
-    named = []
-    for unit in units:
-        spans = (gaps or {}).get(unit)
-        shown = "" if unit == "None" else unit
-        if spans:
-            spans_text = ", ".join(f"{_clock(a, day)}..{_clock(b, day)}" for a, b in spans)
-            shown += f" (uncovered {spans_text})"
-        named.append(shown.strip())
-    named = [n for n in named if n]
-    return f"not covered for {', '.join(named)}" if named else "not covered"
+@dataclass(frozen=True)
+class Gap:
+    """What a product type lacks on a day, in words; ``awaited`` when all of it is only not
+    yet published (its files are expected later: no failure of ours)."""
+
+    text: str
+    awaited: bool
+
+
+def _when(text: str) -> str:
+    return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def describe_gap(product: SearchProduct | StagedProduct, day: str = "") -> Gap:
+    """Why a product type's units are uncovered: its source was unreachable; or per unit,
+    nothing is published yet (and when it is expected), it never was (though expected by
+    then), or nothing is published (no delay known for the type). With ``day``, the spans of
+    the day left uncovered."""
+    if product.get("error"):
+        return Gap(f"source unreachable: {product.get('error')}", False)
+    spans, expected = product.get("gaps") or {}, product.get("expected") or {}
+    searched = product.get("searched_at")
+    states: dict[str, list[str]] = {}
+    for unit in product["missing_units"]:
+        shown = "" if unit in ("None", ANY_UNIT) else unit
+        if day and spans.get(unit):
+            bounds = ", ".join(f"{_clock(a, day)}..{_clock(b, day)}" for a, b in spans[unit])
+            shown = f"{shown} (uncovered {bounds})".strip()
+        when = expected.get(unit)
+        if when is None or searched is None:
+            state = "nothing published"
+        elif when > searched:
+            state = f"not yet published (expected by {_when(when)})"
+        else:
+            state = f"never published (expected by {_when(when)})"
+        states.setdefault(state, []).append(shown)
+    parts = []
+    for state, units in states.items():
+        named = [u for u in units if u]
+        parts.append(f"{state} for {', '.join(named)}" if named else state)
+    awaited = bool(states) and all(state.startswith("not yet") for state in states)
+    return Gap("; ".join(parts) or "not covered", awaited)
 
 
 def _clock(text: str, day: str) -> str:
@@ -258,16 +308,19 @@ def _next_day(day: str) -> str:
     return (date.fromisoformat(day) + timedelta(days=1)).isoformat()
 
 
-def mandatory_gaps(doc: SearchDocument) -> dict[str, str]:
-    """Per mandatory product type of a day with a unit left uncovered: which units, and which
-    spans of the day no selection covers."""
-    gaps: dict[str, list[str]] = {}
-    spans: dict[str, dict[str, list[list[str]]]] = {}
+def mandatory_gaps(doc: SearchDocument) -> dict[str, Gap]:
+    """Per mandatory product type of a day with a unit left uncovered: which units, which
+    spans of the day no selection covers, and why (:func:`describe_gap`)."""
+    gaps: dict[str, list[Gap]] = {}
     for p in doc["products"]:
         if p["mandatory"] and p["missing_units"]:
-            gaps.setdefault(p["product_type"], []).extend(p["missing_units"])
-            spans.setdefault(p["product_type"], {}).update(p.get("gaps", {}))
-    return {ptype: _units(units, spans[ptype], doc["partition"]) for ptype, units in gaps.items()}
+            gaps.setdefault(p["product_type"], []).append(describe_gap(p, doc["partition"]))
+    return {ptype: _joined(found) for ptype, found in gaps.items()}
+
+
+def _joined(gaps: list[Gap]) -> Gap:
+    """Several entries' gaps of one product type as one."""
+    return Gap("; ".join(g.text for g in gaps), all(g.awaited for g in gaps))
 
 
 def failed_items(doc: StagedDocument) -> dict[str, str | None]:
@@ -280,10 +333,10 @@ def failed_items(doc: StagedDocument) -> dict[str, str | None]:
     }
 
 
-def coverage_gaps(staged: StagedDocument, catalog: CatalogDocument) -> dict[str, str]:
+def coverage_gaps(staged: StagedDocument, catalog: CatalogDocument) -> dict[str, Gap]:
     """Per mandatory product type the catalog does not cover on a day: what is missing (units
-    without a selection; selected items the catalog does not hold, and why)."""
-    reasons: dict[str, list[str]] = {}
+    without a selection, and why; selected items the catalog does not hold, and why)."""
+    reasons: dict[str, list[Gap]] = {}
     for product, held in zip(staged["products"], catalog["products"], strict=True):
         ptype = product["product_type"]
         if catalog["coverage"].get(ptype, True):
@@ -291,12 +344,15 @@ def coverage_gaps(staged: StagedDocument, catalog: CatalogDocument) -> dict[str,
         found = {f["id"] for f in held["items"]["features"]}
         why = reasons.setdefault(ptype, [])
         if product["missing_units"]:
-            why.append(_units(product["missing_units"]))
+            why.append(describe_gap(product, staged["partition"]))
         for item in product["items"]:
             if item["item_id"] not in found:
                 status = item["status"] + (f": {item['reason']}" if item["reason"] else "")
-                why.append(f"{item['item_id']} not in the catalog ({status})")
-    return {ptype: "; ".join(why) or "nothing selected" for ptype, why in reasons.items()}
+                why.append(Gap(f"{item['item_id']} not in the catalog ({status})", False))
+    return {
+        ptype: _joined(why) if why else Gap("nothing selected", False)
+        for ptype, why in reasons.items()
+    }
 
 
 def replacements(previous: CatalogDocument | None, current: CatalogDocument) -> dict[str, str]:

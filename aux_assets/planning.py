@@ -29,10 +29,11 @@ from typing import Any
 
 import pystac
 
-from aux_assets import tracing
+from aux_assets import settings, tracing
 from aux_assets.documents import (
     ANY_UNIT,
     Candidate,
+    EntryFields,
     SearchDocument,
     SearchProduct,
     WindowJson,
@@ -41,6 +42,7 @@ from aux_assets.documents import (
 )
 from aux_assets.filters import JsonDict, WindowKind, window_filter
 from aux_assets.products import ProductSpec
+from aux_assets.publication import expected_by
 from aux_assets.selection import (
     CLOSEST_EDGE,
     Margins,
@@ -321,7 +323,9 @@ def _closest_proven(spec: ProductSpec, window: Window, found: _Found) -> bool:
     )
 
 
-def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> SearchProduct:
+def _plan_product(
+    spec: ProductSpec, searcher: _Searcher, window: Window, now: datetime
+) -> SearchProduct:
     found = searcher.candidates(spec)
     if spec.policy in CLOSEST_EDGE and not _closest_proven(spec, window, found):
         found = searcher.candidates(spec, bounded=False)
@@ -333,6 +337,7 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
     picked: set[tuple[str | None, str]] = set()
     used: dict[str, list[str]] = {}
     missing: dict[str, list[list[str]]] = {}
+    expected: dict[str, str] = {}  # unit -> when its gaps' files are expected at the latest
     for unit, group in units.items():
         chosen, gaps = select_covering(
             group if near is None else [i for i in group if id(i) in near],
@@ -372,6 +377,27 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
         used[str(unit)] = types
         if gaps:
             missing[str(unit)] = [[low.isoformat(), high.isoformat()] for low, high in gaps]
+            when = expected_by((spec.product_type, *spec.alternatives), gaps[-1][1])
+            if when is not None:
+                expected[str(unit)] = when.isoformat()
+    return {
+        **_spec_fields(spec),
+        "filter": found.filter,
+        "n_candidates": len(candidates),
+        "candidates": [found.summary(i) for i in touching],
+        "invalid_candidates": found.invalid,
+        "used_types": used,
+        "missing_units": sorted(missing),
+        "gaps": missing,
+        "expected": expected,
+        "error": None,
+        "searched_at": now.isoformat(),
+        "selected": feature_collection(selected),
+    }
+
+
+def _spec_fields(spec: ProductSpec) -> EntryFields:
+    """What a search entry records of its products-file entry."""
     return {
         "product_type": spec.product_type,
         "source": spec.source,
@@ -382,14 +408,24 @@ def _plan_product(spec: ProductSpec, searcher: _Searcher, window: Window) -> Sea
         "mandatory": spec.mandatory,
         "assets": list(spec.assets) if spec.assets is not None else None,
         "unpack": spec.unpack,
-        "filter": found.filter,
-        "n_candidates": len(candidates),
-        "candidates": [found.summary(i) for i in touching],
-        "invalid_candidates": found.invalid,
-        "used_types": used,
-        "missing_units": sorted(missing),
-        "gaps": missing,
-        "selected": feature_collection(selected),
+    }
+
+
+def _unreachable(spec: ProductSpec, window: Window, error: str, now: datetime) -> SearchProduct:
+    """The entry of a product type whose source failed: nothing found, the error kept."""
+    return {
+        **_spec_fields(spec),
+        "filter": {},
+        "n_candidates": 0,
+        "candidates": [],
+        "invalid_candidates": [],
+        "used_types": {},
+        "missing_units": [ANY_UNIT],
+        "gaps": {ANY_UNIT: [[window.start.isoformat(), window.end.isoformat()]]},
+        "expected": {},
+        "error": error,
+        "searched_at": now.isoformat(),
+        "selected": feature_collection([]),
     }
 
 
@@ -401,19 +437,23 @@ def plan_windows(
     timeout_s: float | None = None,
     max_workers: int = 8,
     log: Callable[[str], None] = lambda _: None,
+    now: datetime | None = None,
 ) -> dict[str, SearchDocument]:
-    """For each window, each product type: candidates, the policy's selection, what is missing.
+    """For each window, each product type: candidates, the policy's selection, what is missing
+    (and, at ``now``, default the project's clock, when its files are expected). A product type
+    whose search fails is recorded with the error, the others go on.
 
     Searches run in parallel (I/O bound), one per product type and source; in this thread
     when every source is local (read under the GIL, threads would only contend).
     """
     searcher = _Searcher(sources, windows, timeout_s)
+    at = now or settings.now()
 
     def run(spec: ProductSpec) -> list[SearchProduct]:
         try:
-            return [_plan_product(spec, searcher, window) for window in windows]
-        except SearchError as exc:
-            raise SearchError(f"{spec.product_type}: {exc}") from None
+            return [_plan_product(spec, searcher, window, at) for window in windows]
+        except SearchError as exc:  # the other types go on; the checks name the cause
+            return [_unreachable(spec, window, str(exc), at) for window in windows]
 
     if all(sources[spec.source].local for spec in specs if spec.source in sources):
         per_spec = [run(spec) for spec in specs]
@@ -425,8 +465,13 @@ def plan_windows(
         products = [entries[i] for entries in per_spec]
         documents[window.key] = day_document(window.key, window.to_json(), products)
         lines = [
-            f"{window.key} {product['product_type']}: {product['n_candidates']} candidates, "
-            f"{len(product['selected']['features'])} selected by {product['policy']}"
+            f"{window.key} {product['product_type']}: "
+            + (
+                f"source {product['source']} unreachable: {product['error']}"
+                if product.get("error")
+                else f"{product['n_candidates']} candidates, "
+                f"{len(product['selected']['features'])} selected by {product['policy']}"
+            )
             for product in products
         ]
         if lines:  # one message per window: each message is an event the orchestrator stores

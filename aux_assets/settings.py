@@ -1,18 +1,21 @@
 """Settings from the environment that both layers read: the home folder, the first partition
-day, positive whole numbers, the folders local sources may also read, and the names and
+day, the clock, positive whole numbers, the folders local sources may also read, and the names and
 defaults of the transfer bounds. A bad value is an error naming the variable and the fix."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+from aux_assets.utils.times import parse_utc
 
 DEFAULT_START = "2026-01-01"  # first day of the embedded sample (aux_assets.sample.DEFAULT_START)
 LOCAL_FILE_ROOTS_ENV = "AUX_LOCAL_FILE_ROOTS"
 MAX_UNSIZED_BYTES_ENV = "AUX_MAX_UNSIZED_BYTES"
 DEFAULT_MAX_UNSIZED_BYTES = 8 << 30  # 8 GiB: the largest file whose item gives no file:size
+NOW_ENV = "AUX_NOW"
 TRANSFER_TIMEOUT_ENV = "AUX_TRANSFER_TIMEOUT_S"
 DEFAULT_TRANSFER_TIMEOUT_S = 3600  # one file, all its attempts together
 
@@ -33,6 +36,22 @@ def partitions_start(value: str | None = None) -> str:
             f"AUX_PARTITIONS_START={text!r} is not a date; use YYYY-MM-DD, e.g. 2026-01-01"
         ) from None
     return text
+
+
+def now(env: Mapping[str, str] | None = None) -> datetime:
+    """The time the project takes as now: ``AUX_NOW`` (an ISO 8601 instant, UTC when no offset
+    is given) when set, else the system clock. Setting it replays the embedded sample's
+    publication clock at that instant (demos, tests); leave it unset in operations."""
+    text = (os.environ if env is None else env).get(NOW_ENV)
+    if not text:
+        return datetime.now(UTC)
+    try:
+        return parse_utc(text).astimezone(UTC)
+    except ValueError:
+        raise ValueError(
+            f"{NOW_ENV}={text!r} is not a time; use ISO 8601, e.g. 2026-02-01T00:00:00Z, "
+            "or unset it to follow the system clock"
+        ) from None
 
 
 def choice_env(env: Mapping[str, str], name: str, default: str, choices: Sequence[str]) -> str:

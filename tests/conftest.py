@@ -8,7 +8,7 @@ from types import FrameType
 
 import pytest
 
-from aux_assets.sample import ensure_sample
+from aux_assets.sample import generate_sample
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -30,9 +30,19 @@ pytest_plugins = [
 
 @pytest.fixture(scope="session")
 def shared_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded default sample, generated once per session (read-only for tests)."""
+    """A static sample of the week 2026-01-01..07, generated once per session (read-only for
+    tests): what static and remote test sources serve."""
     root = tmp_path_factory.mktemp("shared") / "sample"
-    ensure_sample(root)
+    generate_sample(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shared_living(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of the embedded default's living sample shared by the tests of a session: link
+    it as ``$AUX_ASSETS_HOME/auxip-sample`` (files are written on first use, atomically)."""
+    root = tmp_path_factory.mktemp("shared") / "auxip-sample"
+    root.mkdir()
     return root
 
 

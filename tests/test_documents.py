@@ -9,6 +9,7 @@ from typing import Any
 import pystac
 
 from aux_assets.documents import (
+    Gap,
     catalog_document,
     catalog_features,
     coverage_gaps,
@@ -267,11 +268,12 @@ def test_mandatory_gaps_name_the_type_and_units_of_mandatory_types_only() -> Non
             search_product("OPT", [], mandatory=False, missing=["sentinel-1a"]),
         ]
     )
-    assert mandatory_gaps(doc) == {
-        "B": "not covered for sentinel-1a, sentinel-1c, sentinel-1b",
-        "C": "no candidate at all",
-        "D": "not covered",
+    assert {t: g.text for t, g in mandatory_gaps(doc).items()} == {
+        "B": "nothing published for sentinel-1a, sentinel-1c; nothing published for sentinel-1b",
+        "C": "nothing published",
+        "D": "nothing published",
     }
+    assert not any(g.awaited for g in mandatory_gaps(doc).values())
     assert mandatory_gaps(document([search_product("A", ["a"])])) == {}
 
 
@@ -283,9 +285,34 @@ def test_mandatory_gaps_show_the_spans_of_the_day_a_partial_selection_leaves() -
             ["2026-01-05T22:30:00+00:00", "2026-01-06T00:00:00+00:00"],
         ]
     }
-    assert mandatory_gaps(document([partial])) == {
-        "E": "not covered for sentinel-1a (uncovered 00:00:00..01:00:00, 22:30:00..24:00:00)"
+    assert mandatory_gaps(document([partial]))["E"].text == (
+        "nothing published for sentinel-1a (uncovered 00:00:00..01:00:00, 22:30:00..24:00:00)"
+    )
+
+
+def test_a_gap_says_not_yet_published_and_when_never_published_or_source_unreachable() -> None:
+    waiting = search_product("AUX_POEORB", [], missing=["sentinel-1a", "sentinel-1c"])
+    waiting["searched_at"] = "2026-01-06T00:30:00+00:00"
+    waiting["expected"] = {
+        "sentinel-1a": "2026-01-06T05:00:00+00:00",  # ahead: not yet published
+        "sentinel-1c": "2026-01-06T00:00:00+00:00",  # past: never published
     }
+    awaited = search_product("AUX_ECMWFD", [], missing=["*"])
+    awaited |= {"searched_at": "2026-01-06T00:30:00+00:00"}
+    awaited["expected"] = {"*": "2026-01-06T06:00:00+00:00"}
+    down = search_product("AUX_CAL", [], missing=["*"])
+    down["error"] = "search in auxip at http://127.0.0.1:9/stac failed: connection refused"
+    gaps = mandatory_gaps(document([waiting, awaited, down]))
+    assert gaps["AUX_POEORB"].text == (
+        "not yet published (expected by 2026-01-06 05:00 UTC) for sentinel-1a; "
+        "never published (expected by 2026-01-06 00:00 UTC) for sentinel-1c"
+    )
+    assert not gaps["AUX_POEORB"].awaited  # one unit is overdue: a failure
+    assert gaps["AUX_ECMWFD"] == Gap("not yet published (expected by 2026-01-06 06:00 UTC)", True)
+    assert gaps["AUX_CAL"] == Gap(
+        "source unreachable: search in auxip at http://127.0.0.1:9/stac failed: connection refused",
+        False,
+    )
 
 
 def test_failed_items_map_type_collection_and_id_to_the_reason() -> None:
@@ -319,8 +346,26 @@ def test_coverage_gaps_say_per_uncovered_type_which_units_and_items_are_missing(
     catalog = catalog_document(staged, held(make_item("a1"), make_item("c1")), item_url)
     assert catalog["coverage"] == {"A": False, "B": False, "C": True}
     assert coverage_gaps(staged, catalog) == {
-        "A": "a2 not in the catalog (failed: HTTP 404)",
-        "B": "not covered for sentinel-1a",
+        "A": Gap("a2 not in the catalog (failed: HTTP 404)", False),
+        "B": Gap("nothing published for sentinel-1a", False),
+    }
+
+
+def test_coverage_gaps_keep_why_the_search_found_nothing() -> None:
+    search = document([search_product("AUX_POEORB", [], missing=["sentinel-1a"])])
+    search["products"][0] |= {
+        "gaps": {"sentinel-1a": [["2026-01-05T23:00:00+00:00", "2026-01-06T00:00:00+00:00"]]},
+        "expected": {"sentinel-1a": "2026-01-06T05:00:00+00:00"},
+        "searched_at": "2026-01-06T00:30:00+00:00",
+    }
+    staged = staged_document(search, lambda c, i: staged_item(i, c))  # type: ignore[arg-type]
+    catalog = catalog_document(staged, held(), item_url)
+    assert coverage_gaps(staged, catalog) == {
+        "AUX_POEORB": Gap(
+            "not yet published (expected by 2026-01-06 05:00 UTC) for sentinel-1a "
+            "(uncovered 23:00:00..24:00:00)",
+            True,
+        )
     }
 
 

@@ -7,7 +7,7 @@ import pytest
 from aux_assets.documents import feature
 from aux_assets.planning import Window, plan_windows, select_covering
 from aux_assets.products import ProductSpec
-from aux_assets.sources.base import SearchRequest
+from aux_assets.sources.base import SearchError, SearchRequest
 
 D = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -148,6 +148,40 @@ def test_missing_unit_is_reported_with_its_gap():
     (product,) = doc["products"]
     assert product["missing_units"] == ["sentinel-1c"]
     assert product["gaps"]["sentinel-1c"] == [[D.isoformat(), (D + timedelta(days=1)).isoformat()]]
+
+
+def test_a_missing_unit_gets_when_its_files_are_expected_from_its_types_and_alternatives():
+    spec = _spec(platforms=("sentinel-1c",), alternatives=("AUX_RESORB",))
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    now = D + timedelta(days=1, minutes=30)
+    (doc,) = plan_windows([spec], [window], {"auxip": CountingSource([])}, now=now).values()
+    (product,) = doc["products"]
+    # a restituted orbit (5 h after the gap's end) comes before the precise one (20 days)
+    end = D + timedelta(days=1)
+    assert product["expected"] == {"sentinel-1c": (end + timedelta(hours=5)).isoformat()}
+    assert product["searched_at"] == now.isoformat() and product["error"] is None
+    unknown = _spec(product_type="XX_UNKNOWN")
+    (doc,) = plan_windows([unknown], [window], {"auxip": CountingSource([])}, now=now).values()
+    assert doc["products"][0]["expected"] == {}  # no delay known: no expectation
+
+
+class FailingSource(CountingSource):
+    def search(self, request):
+        raise SearchError("search in auxip at http://127.0.0.1:9/stac failed: refused")
+
+
+def test_a_failing_source_is_recorded_for_its_types_and_the_others_go_on():
+    poe = _item("POE", D - timedelta(hours=1), D + timedelta(hours=25), "AUX_POEORB")
+    specs = [_spec(), _spec(product_type="AUX_CAL", source="prip")]
+    window = Window("2026-01-05", D, D + timedelta(days=1))
+    sources = {"auxip": CountingSource([poe]), "prip": FailingSource([])}
+    lines: list[str] = []
+    (doc,) = plan_windows(specs, [window], sources, log=lines.append).values()
+    found, failed = doc["products"]
+    assert [f["id"] for f in found["selected"]["features"]] == ["POE"]
+    assert failed["error"] == "search in auxip at http://127.0.0.1:9/stac failed: refused"
+    assert failed["missing_units"] == ["*"] and failed["selected"]["features"] == []
+    assert "2026-01-05 AUX_CAL: source prip unreachable: search in auxip" in lines[0]
 
 
 class RsServerLikeSource(CountingSource):

@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import threading
 import xml.etree.ElementTree as ET
 import zipfile
 from collections import defaultdict
@@ -26,10 +25,8 @@ from aux_assets.sample import (
     MIN_MAX_SIZE,
     PRODUCT_TYPES,
     SampleSummary,
-    ensure_sample,
     generate_sample,
 )
-from aux_assets.sample import generator as sample_generator
 from aux_assets.sample.rules import RULES
 
 START, END = date(2026, 1, 4), date(2026, 1, 6)  # contains the forced re-publication day
@@ -369,61 +366,6 @@ def test_generate_sample_rejects_bad_arguments(tmp_path: Path) -> None:
     (tmp_path / "busy" / "f").write_text("x")
     with pytest.raises(FileExistsError):
         generate_sample(tmp_path / "busy")
-
-
-@pytest.fixture
-def small_default(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Make ``ensure_sample`` generate a one-day, one-type sample; record where."""
-    real, calls = sample_generator.generate_sample, []
-
-    def small(out: Path) -> SampleSummary:
-        calls.append(out)
-        return real(out, START, START + DAY, product_types=["AUX_UT1UTC"])
-
-    monkeypatch.setattr(sample_generator, "generate_sample", small)
-    return calls
-
-
-def test_ensure_sample_generates_once(tmp_path: Path, small_default: list[Path]) -> None:
-    root = tmp_path / "home" / "sample"
-    href = ensure_sample(root)
-    assert href == root / "collection.json" and len(small_default) == 1
-    mtime = href.stat().st_mtime_ns
-    assert ensure_sample(root) == href
-    assert href.stat().st_mtime_ns == mtime and len(small_default) == 1
-    assert pystac.Collection.from_file(str(href)).id == COLLECTION_ID
-    assert [p.name for p in (tmp_path / "home").iterdir()] == ["sample"]  # no temp dir left
-
-
-def test_ensure_sample_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, barrier = sample_generator.generate_sample, threading.Barrier(3)
-
-    def generate_together(out: Path) -> SampleSummary:
-        summary = real(out, START, START + DAY, product_types=["AUX_UT1UTC"])
-        barrier.wait(timeout=30)  # every racer has generated before anyone renames
-        return summary
-
-    monkeypatch.setattr(sample_generator, "generate_sample", generate_together)
-    root, results = tmp_path / "sample", []
-    racers = [
-        threading.Thread(target=lambda: results.append(ensure_sample(root))) for _ in range(3)
-    ]
-    for t in racers:
-        t.start()
-    for t in racers:
-        t.join()
-    assert results == [root / "collection.json"] * 3
-    assert [p.name for p in tmp_path.iterdir()] == ["sample"]  # losers dropped their copies
-    assert pystac.Collection.from_file(str(results[0])).id == COLLECTION_ID
-
-
-def test_ensure_sample_refuses_a_foreign_folder(tmp_path: Path, small_default: list[Path]) -> None:
-    (tmp_path / "sample").mkdir()
-    (tmp_path / "sample" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="no complete sample"):
-        ensure_sample(tmp_path / "sample")
-    assert [p.name for p in tmp_path.iterdir()] == ["sample"]
-    assert [p.name for p in (tmp_path / "sample").iterdir()] == ["notes.txt"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

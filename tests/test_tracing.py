@@ -166,10 +166,10 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, shared_sample: Path) -> Path:
+def home(tmp_path: Path, shared_living: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
     return home
 
 

@@ -8,14 +8,13 @@ metadata.
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from aux_assets import documents as docs
-from aux_assets import tracing
+from aux_assets import settings, tracing
 from aux_assets.auth import Auth
 from aux_assets.defs import checks
 from aux_assets.defs.io_managers import JsonPartitionIOManager
@@ -177,6 +176,23 @@ def _catalog_metadata(doc: docs.CatalogDocument) -> dict[str, Any]:
     }
 
 
+def _log_gaps(context: dg.AssetExecutionContext, documents: dict[str, docs.SearchDocument]) -> None:
+    """Log the product types whose source failed (an error) and, per day, why a mandatory type
+    is uncovered (a warning; an error unless it is only not yet published)."""
+    failed = {
+        f"{p['product_type']}: {p['error']}"
+        for doc in documents.values()
+        for p in doc["products"]
+        if p.get("error")
+    }
+    if failed:
+        context.log.error("source unreachable, nothing found for " + "; ".join(sorted(failed)))
+    for key, doc in documents.items():
+        for ptype, gap in docs.mandatory_gaps(doc).items():
+            log = context.log.warning if gap.awaited else context.log.error
+            log(f"{key} {ptype}: {gap.text}")
+
+
 @aux_asset({"products", *SOURCE_KEYS}, [checks.MANDATORY_CANDIDATES])
 def aux_search_results(context: dg.AssetExecutionContext, config: SearchConfig) -> Iterator[Event]:
     """For each window and product type: the candidates found in its source and the items
@@ -211,6 +227,7 @@ def aux_search_results(context: dg.AssetExecutionContext, config: SearchConfig) 
             )
     except (ProductsFileError, SearchError, ValueError) as exc:
         raise dg.Failure(str(exc)) from None
+    _log_gaps(context, documents)
     empty = docs.empty_selections(documents)
     if config.error_if_empty and empty:
         raise dg.Failure("no AUX product found for: " + "; ".join(empty))
@@ -371,7 +388,7 @@ def aux_staged_items(
         | stager.totals.numbers()  # the whole run's items, bytes, MiB/s and staging seconds
         for key, numbers in docs.staged_numbers(documents, moved).items()
     }
-    now = datetime.now(UTC)
+    now = settings.now()
     for key, metadata in per_day.items():  # published -> staged, per mandatory type (plots)
         hours = latencies(aux_search_results[key], documents[key], now)
         metadata["latency_hours"] = dg.MetadataValue.json(hours)
@@ -422,6 +439,5 @@ def aux_catalog_items(
     yield from checks.per_day(
         context,
         checks.ON_TIME,
-        checks.on_time(documents, due_after(), datetime.now(UTC)),
-        dg.AssetCheckSeverity.WARN,
+        checks.on_time(documents, due_after(), settings.now()),
     )

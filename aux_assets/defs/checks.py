@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import dagster as dg
 
@@ -23,6 +24,7 @@ from aux_assets import tracing
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.documents import (
     CatalogDocument,
+    Gap,
     SearchDocument,
     StagedDocument,
     coverage_gaps,
@@ -61,7 +63,16 @@ ON_TIME = dg.AssetCheckSpec(
     "the day's end, default 30 h); judged at each run and by aux_deadline_sensor.",
 )
 
-Outcome = tuple[bool, str, Mapping[str, object]]  # passed, description, metadata
+
+class Outcome(NamedTuple):
+    """One day's result of a check."""
+
+    passed: bool
+    description: str
+    metadata: Mapping[str, object]
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
 _EVALUATED = {AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED}
 
 
@@ -69,11 +80,10 @@ def per_day(
     context: dg.AssetExecutionContext,
     spec: dg.AssetCheckSpec,
     outcomes: Mapping[str, Outcome],
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
-    """One evaluation of ``spec`` per day (a blocking one that fails stops the step after all
-    its days are recorded), then the check's output."""
-    for day, (passed, description, metadata) in sorted(outcomes.items()):
+    """One evaluation of ``spec`` per day (a blocking one that fails with severity ERROR stops
+    the step after all its days are recorded), then the check's output."""
+    for day, (passed, description, metadata, severity) in sorted(outcomes.items()):
         # With tracing on, a step's events are yielded at its end (aux_asset's span), so the
         # day's new materialization is not stored yet: better no target than the previous one.
         target = _target(context.instance, spec, day) if tracing.tracer() is None else None
@@ -151,17 +161,34 @@ def evaluation(
     )
 
 
-def _outcome(day: str, problems: Mapping[str, str | None], ok: str, what: str) -> Outcome:
+def _outcome(
+    day: str,
+    problems: Mapping[str, str | None],
+    ok: str,
+    what: str,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> Outcome:
     """Passed without ``problems``; else a description naming each (the first 20)."""
     shown = [f"{k}: {v}" if v else k for k, v in problems.items()]
     description = f"{day}: {ok}" if not problems else f"{day}: {what}{'; '.join(shown[:20])}"
     metadata = {"problems": dg.MetadataValue.json(dict(problems)), "n_problems": len(problems)}
-    return not problems, description, metadata
+    return Outcome(not problems, description, metadata, severity)
+
+
+def _gaps_outcome(day: str, gaps: Mapping[str, Gap], ok: str, what: str) -> Outcome:
+    """:func:`_outcome` of gaps: a warning when every gap is only not yet published (the
+    files are expected later: the day is not failing, it waits), an error otherwise."""
+    awaited = bool(gaps) and all(gap.awaited for gap in gaps.values())
+    if awaited:
+        what = "waiting for products not yet published: "
+    severity = dg.AssetCheckSeverity.WARN if awaited else dg.AssetCheckSeverity.ERROR
+    texts = {ptype: gap.text for ptype, gap in gaps.items()}
+    return _outcome(day, texts, ok, what, severity)
 
 
 def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dict[str, Outcome]:
     return {
-        day: _outcome(
+        day: _gaps_outcome(
             day,
             mandatory_gaps(doc),
             "every mandatory product type has a selection",
@@ -189,7 +216,7 @@ def catalog_coverage(
     staged: Mapping[str, StagedDocument], documents: Mapping[str, CatalogDocument]
 ) -> dict[str, Outcome]:
     return {
-        day: _outcome(
+        day: _gaps_outcome(
             day,
             coverage_gaps(staged[day], doc),
             f"the catalog covers every mandatory product type ({len(doc['coverage'])})",
@@ -215,5 +242,10 @@ def on_time(
     for day, doc in documents.items():
         missing = [ptype for ptype, covered in doc["coverage"].items() if not covered]
         verdict = judge(day, after, now, missing, now)
-        outcomes[day] = (verdict.passed, verdict.description, verdict_metadata(verdict))
+        outcomes[day] = Outcome(
+            verdict.passed,
+            verdict.description,
+            verdict_metadata(verdict),
+            dg.AssetCheckSeverity.WARN,
+        )
     return outcomes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +21,7 @@ from aux_assets.catalog import open_catalog
 from aux_assets.catalog.base import Catalog
 from aux_assets.filters import CATALOG_DIALECTS, SOURCE_DIALECTS, Dialect
 from aux_assets.products import DEMO_PRODUCTS_FILE, ProductsFile, load_products
-from aux_assets.sample import ensure_sample
+from aux_assets.sample.living import SAMPLE_FOLDER, LivingSample
 from aux_assets.settings import (
     DEFAULT_MAX_UNSIZED_BYTES,
     DEFAULT_TRANSFER_TIMEOUT_S,
@@ -29,11 +30,13 @@ from aux_assets.settings import (
     aux_home,
     choice_env,
     local_file_roots,
+    partitions_start,
     positive_int_env,
 )
 from aux_assets.sources import open_source
 from aux_assets.sources.base import Source
 from aux_assets.sources.profiles import DEFAULT_MAX_CONNECTIONS, PROFILES, profile
+from aux_assets.sources.sample import LivingSampleSource
 from aux_assets.sources.static import LocalStacSource
 from aux_assets.storage import open_storage
 from aux_assets.storage.base import Storage
@@ -112,8 +115,9 @@ class SourceResource(_Credentials):
         """The search client (built once per resource instance)."""
         if self._source is None:
             if profile(self.name).embedded_sample and not self.url:
-                sample = ensure_sample(Path(self.home) / "sample")
-                self._source = LocalStacSource(self.name, sample)
+                first = date.fromisoformat(partitions_start())
+                sample = LivingSample(Path(self.home) / SAMPLE_FOLDER, first)
+                self._source = LivingSampleSource(self.name, sample)
             else:
                 dialect = cast(Dialect, self.dialect)  # checked by build_resources
                 self._source = open_source(
@@ -192,7 +196,7 @@ class StagingResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     def file_roots(self, source: Source) -> tuple[Path, ...]:
         """The folders ``source``'s ``file://`` hrefs may be read from: its own and the allowed
         ones; none for a remote source."""
-        if not isinstance(source, LocalStacSource):
+        if not isinstance(source, LocalStacSource | LivingSampleSource):
             return ()
         return (source.root, *map(Path, self.local_file_roots))
 

@@ -24,6 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 import pystac
 
+from aux_assets import settings
 from aux_assets.defs import checks
 from aux_assets.defs.assets import aux_catalog_items, aux_search_results, aux_staged_items
 from aux_assets.defs.partitions import daily_partitions
@@ -102,7 +103,7 @@ def _quiet(sources: Sequence[str], cursor: Cursor) -> str:
 )
 def aux_new_products_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """One run of the three assets per existing day served by a newly published product."""
-    now = datetime.now(UTC)
+    now = settings.now()
     lookback_start = now - timedelta(days=lookback_days())
     cursor = Cursor.parse(context.cursor, lookback_start)
     keys = daily_partitions.get_partition_keys()
@@ -194,7 +195,7 @@ def _verdict(instance: dg.DagsterInstance, day: str, after: timedelta, now: date
 def aux_deadline_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """A late day turns its ``catalog_on_time`` check red without any run; cursor: the last
     verdict per day, so a verdict is recorded once per change."""
-    now, after = datetime.now(UTC), due_after()
+    now, after = settings.now(), due_after()
     keys = daily_partitions.get_partition_keys(current_time=now)
     due = [day for day in keys if due_time(day, after) <= now][-lookback_days() :]
     before: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

@@ -2,7 +2,8 @@
 
 ``generate_sample`` writes the 27 product types of ``docs/design/sample.md`` (real names,
 validity rules, cadences, lags and sizes; synthetic bytes) for a range of days;
-``ensure_sample`` installs the default sample once, atomically.
+:class:`~aux_assets.sample.living.LivingSample` is the embedded default: every day from a first
+day to now, each file written on first use and published on the real service's clock.
 CLI: ``python -m aux_assets.sample OUT``.
 """
 
@@ -13,7 +14,6 @@ from aux_assets.sample.generator import (
     DEFAULT_START,
     MIN_MAX_SIZE,
     SampleSummary,
-    ensure_sample,
     generate_sample,
 )
 from aux_assets.sample.rules import PRODUCT_TYPES
@@ -26,6 +26,5 @@ __all__ = [
     "MIN_MAX_SIZE",
     "PRODUCT_TYPES",
     "SampleSummary",
-    "ensure_sample",
     "generate_sample",
 ]

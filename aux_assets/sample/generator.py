@@ -6,8 +6,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterable
@@ -85,8 +83,10 @@ def plan(rules: Iterable[TypeRule], start: date, end: date, seeds: Seeds) -> lis
     return sorted(products, key=lambda p: p.name)
 
 
-def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
+def properties(p: Product, seeds: Seeds) -> dict[str, Any]:
+    """The item properties of ``p`` (all a search filters on; no bytes needed)."""
     w, rule = p.dates, p.rule
+    auxip_id = uuid.UUID(int=seeds.rng("item", p.name).getrandbits(128), version=4)
     props: dict[str, Any] = {
         "datetime": None,
         "start_datetime": _iso(w.start),
@@ -98,7 +98,7 @@ def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
     props["constellation"] = p.constellation
     if p.stac_platform:
         props["platform"] = p.stac_platform
-    props |= {
+    return props | {
         "processing:datetime": _iso(w.generation),
         "processing:facility": rule.facility,
         "published": _iso(w.publication),
@@ -107,6 +107,9 @@ def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
         "auxip:id": str(auxip_id),
         "auxip:eviction_datetime": _iso(w.publication + EVICTION),
     }
+
+
+def _item(p: Product, data: bytes, seeds: Seeds) -> dict[str, Any]:
     parent = {"href": "../collection.json", "type": "application/json"}
     return {
         "type": "Feature",
@@ -114,7 +117,7 @@ def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
         "stac_extensions": EXTENSIONS,
         "id": p.item_id,
         "geometry": None,
-        "properties": props,
+        "properties": properties(p, seeds),
         "links": [{"rel": rel, **parent} for rel in ("root", "collection", "parent")],
         "assets": {
             p.name: {
@@ -127,6 +130,19 @@ def _item(p: Product, data: bytes, auxip_id: uuid.UUID) -> dict[str, Any]:
         },
         "collection": COLLECTION_ID,
     }
+
+
+def write_product(p: Product, folder: Path, seeds: Seeds, max_size: int | None) -> int:
+    """Write ``p``'s file and item document (``<item id>.json``) into the existing ``folder``;
+    its size in bytes. The bytes depend only on the product, the seed and ``max_size``."""
+    # the item's random stream: its id is drawn first (see properties), then its size
+    r = seeds.rng("item", p.name)
+    r.getrandbits(128)
+    target = r.randint(*p.rule.size)
+    data = render(p, target if max_size is None else min(target, max_size), seeds)
+    (folder / p.name).write_bytes(data)
+    _json(folder / f"{p.item_id}.json", _item(p, data, seeds))
+    return len(data)
 
 
 def _collection(products: list[Product], start: date, end: date, seed: int) -> dict[str, Any]:
@@ -190,15 +206,9 @@ def _write_items(job: _Job, part: int, parts: int) -> int:
     seeds = Seeds(job.seed)
     n_bytes = 0
     for p in plan(_rules(job.product_types), job.start, job.end, seeds)[part::parts]:
-        r = seeds.rng("item", p.name)
-        auxip_id = uuid.UUID(int=r.getrandbits(128), version=4)
-        target = r.randint(*p.rule.size)
-        data = render(p, target if job.max_size is None else min(target, job.max_size), seeds)
         folder = job.out / p.item_id
         folder.mkdir()
-        (folder / p.name).write_bytes(data)
-        _json(folder / f"{p.item_id}.json", _item(p, data, auxip_id))
-        n_bytes += len(data)
+        n_bytes += write_product(p, folder, seeds, job.max_size)
     return n_bytes
 
 
@@ -247,34 +257,3 @@ def generate_sample(
     }
     _json(out / MARKER, summary)
     return SampleSummary(out, out / "collection.json", len(products), n_bytes, types)
-
-
-def _complete(root: Path) -> bool:
-    return (root / "collection.json").is_file() and (root / MARKER).is_file()
-
-
-def ensure_sample(root: Path) -> Path:
-    """The default sample's ``collection.json`` under ``root``, generated once.
-
-    The sample is generated in a temporary sibling folder and renamed into place, so readers
-    never see a partial sample; when several processes race, the first rename wins and the
-    others drop their copy.
-    """
-    root = Path(root)
-    if not _complete(root):
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        try:
-            generate_sample(tmp)
-            try:
-                os.rename(tmp, root)
-            except OSError as exc:  # lost the race, or a foreign folder is in the way
-                if not _complete(root):
-                    raise FileExistsError(
-                        f"{root} exists but holds no complete sample ({MARKER} missing); remove it"
-                    ) from exc
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-    return root / "collection.json"

@@ -53,7 +53,7 @@ def _matches(expr: cql2.Expr, matchable: JsonDict) -> bool:
         return False
 
 
-def _interval(value: str) -> tuple[datetime, datetime]:
+def interval(value: str) -> tuple[datetime, datetime]:
     """A STAC ``datetime`` parameter (instant, or ``start/end`` with ``..`` open ends)."""
     start, _, end = value.partition("/") if "/" in value else (value, "", value)
 
@@ -67,13 +67,13 @@ def _interval(value: str) -> tuple[datetime, datetime]:
     )
 
 
-def _item_interval(item: JsonDict) -> tuple[datetime, datetime] | None:
+def item_interval(item: JsonDict) -> tuple[datetime, datetime] | None:
     props = item.get("properties", {})
     start = props.get("start_datetime") or props.get("datetime")
     end = props.get("end_datetime") or start
     if not start:
         return None
-    return _interval(f"{start}/{end}")
+    return interval(f"{start}/{end}")
 
 
 def _version(path: str) -> tuple[int, int]:
@@ -104,11 +104,11 @@ def _micros(value: datetime | None) -> int | None:
     return None if value is None else (value - _EPOCH) // _MICROSECOND
 
 
-def _wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
+def wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
     """The product types a filter can match, when it says so at its top (``product:type`` with
     ``=`` or ``in``, alone or in an ``and``); ``None`` when it does not (any type may match).
     Used to look only at those types' items: the filter still decides."""
-    for term in _top_terms(cql or {}):
+    for term in top_terms(cql or {}):
         op, args = term.get("op"), term.get("args") or []
         if op not in ("=", "in") or len(args) != 2 or args[0] != {"property": "product:type"}:
             continue
@@ -120,19 +120,19 @@ def _wanted_types(cql: JsonDict | None) -> frozenset[str] | None:
     return None
 
 
-def _top_terms(cql: JsonDict) -> list[JsonDict]:
+def top_terms(cql: JsonDict) -> list[JsonDict]:
     """The terms a filter requires all of: the arguments of a top ``and``, or itself."""
     if cql.get("op") == "and":
         return [arg for arg in cql.get("args") or [] if isinstance(arg, dict)]
     return [cql]
 
 
-def _time_bounds(cql: JsonDict | None) -> tuple[datetime | None, datetime | None]:
+def time_bounds(cql: JsonDict | None) -> tuple[datetime | None, datetime | None]:
     """The latest start and earliest end a filter allows, when it requires them with a
     timestamp (``start_datetime <= T``, ``end_datetime >= T``, as window filters say), each
     widened by a second (the index keeps a superset: cql2 still decides)."""
     latest_start = earliest_end = None
-    for term in _top_terms(cql or {}):
+    for term in top_terms(cql or {}):
         args = term.get("args") or []
         if len(args) != 2 or not isinstance(args[1], dict) or "timestamp" not in args[1]:
             continue
@@ -175,7 +175,7 @@ class _Row:
         """The row's columns after ``pos``."""
         kind = (self.item.get("properties") or {}).get("product:type")
         try:
-            span = _item_interval(self.item)
+            span = item_interval(self.item)
         except ValueError:  # a validity that is not a timestamp: found by no window
             span = None
         t0, t1 = (_micros(t) for t in span or (None, None))
@@ -228,14 +228,14 @@ class _Index:
         still decides."""
         where: list[str] = []
         params: list[str | int | None] = []
-        types = _wanted_types(request.filter)
+        types = wanted_types(request.filter)
         if types is not None:
             where.append("kind IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(sorted(types)))
         if request.collections:
             where.append("collection IN (SELECT value FROM json_each(?))")
             params.append(json.dumps(list(request.collections)))
-        latest_start, earliest_end = _time_bounds(request.filter)
+        latest_start, earliest_end = time_bounds(request.filter)
         if window is not None:
             where.append("t0 <= ? AND t1 >= ?")
             params += [_micros(window[1]), _micros(window[0])]
@@ -263,6 +263,17 @@ class _Cache:
 
 def _sort_key(field: str, item: JsonDict) -> str:
     return str(item.get(field) or item.get("properties", {}).get(field) or "")
+
+
+def matching(request: SearchRequest, items: Iterable[JsonDict]) -> list[JsonDict]:
+    """The ``items`` the request's filter matches (evaluated with cql2), sorted by its
+    ``sortby`` and cut at its ``limit``."""
+    expr = cql2.Expr(request.filter) if request.filter else None
+    found = [it for it in items if expr is None or _matches(expr, _matchable(it))]
+    for sort in reversed(request.sortby or ()):
+        field = str(sort.get("field", "")).removeprefix("properties.")
+        found.sort(key=partial(_sort_key, field), reverse=sort.get("direction") == "desc")
+    return found if request.limit is None else found[: request.limit]
 
 
 class LocalStacSource:
@@ -378,18 +389,8 @@ class LocalStacSource:
         return index
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
-        window = _interval(request.datetime) if request.datetime else None
+        window = interval(request.datetime) if request.datetime else None
         with self._lock:
             rows = self._index().candidates(request, window)
-        expr = cql2.Expr(request.filter) if request.filter else None
-        found: list[JsonDict] = []
-        for base, text in rows:
-            item = self._absolute(json.loads(text), base)
-            if expr is None or _matches(expr, _matchable(item)):
-                found.append(item)
-        for sort in reversed(request.sortby or ()):
-            field = str(sort.get("field", "")).removeprefix("properties.")
-            found.sort(key=partial(_sort_key, field), reverse=sort.get("direction") == "desc")
-        if request.limit is not None:
-            found = found[: request.limit]
+        found = matching(request, (self._absolute(json.loads(text), base) for base, text in rows))
         return [read_item(it, copy=False) for it in found]

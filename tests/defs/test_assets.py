@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def home(tmp_path, shared_sample) -> Path:
+def home(tmp_path, shared_living) -> Path:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
     return home
 
 
@@ -264,9 +264,8 @@ def test_invalid_products_file_fails_at_definitions_load(tmp_path):
     )
 
 
-def test_failed_item_fails_the_run_keeps_the_rest_and_rerun_stages_only_it(tmp_path, shared_sample):
-    home = tmp_path / "home"
-    shutil.copytree(shared_sample, home / "sample")
+def test_failed_item_fails_the_run_keeps_the_rest_and_rerun_stages_only_it(tmp_path):
+    home = tmp_path / "home"  # its own embedded sample: a file of it is corrupted below
     first = _run(home, config={"product_types": ["AUX_POEORB"]})  # learn what gets selected
     assert first.success
     selected = _doc(home, "aux_search_results")["products"][0]["selected"]["features"]
@@ -360,14 +359,16 @@ def _check_days(instance: dg.DagsterInstance, asset: str, check: str) -> dict[st
     return {i.partition_key: i.latest_execution_status.value for i in infos}
 
 
-def test_a_range_run_records_each_days_checks_with_its_own_description(home):
-    """2026-01-07..08 in one range run: the embedded sample ends on 01-07, so 01-08 lacks its
-    mandatory types. Only that day fails, and its description names it and them."""
+def test_a_range_run_records_each_days_checks_with_its_own_description(home, shared_sample):
+    """2026-01-07..09 in one range run from a static sample of the week 2026-01-01..07: 01-09
+    lacks the end of its orbits, long after they were expected. Only that day fails, and its
+    description names it and them."""
+    static = {"AUX_AUXIP_URL": (shared_sample / "collection.json").as_uri()}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             ASSETS,
             instance=instance,
-            resources=_resources(home),
+            resources=_resources(home, **static),
             tags={
                 "dagster/asset_partition_range_start": "2026-01-07",
                 "dagster/asset_partition_range_end": "2026-01-09",
@@ -390,9 +391,10 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home):
         failed = str(candidates["2026-01-09"].description)
         assert failed.startswith("2026-01-09: gaps in mandatory product types: ")
         assert failed.endswith(  # the partial selections are shown by what they leave uncovered
-            "AUX_POEORB: not covered for sentinel-1a (uncovered 02:32:57..24:00:00), "
-            "sentinel-1c (uncovered 01:43:32..24:00:00)"
+            "AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for sentinel-1a "
+            "(uncovered 02:32:57..24:00:00), sentinel-1c (uncovered 01:43:32..24:00:00)"
         )
+        assert candidates["2026-01-09"].severity == dg.AssetCheckSeverity.ERROR
         assert candidates["2026-01-09"].metadata["n_problems"].value >= 1
         staged = by_check["all_staged_verified"]
         assert all(e.passed for e in staged.values()) and len(staged) == 3
@@ -406,7 +408,9 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home):
             "2026-01-08": True,
             "2026-01-09": False,
         }
-        assert "AUX_POEORB: not covered for sentinel-1a" in str(coverage["2026-01-09"].description)
+        assert "AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for sentinel-1a" in (
+            str(coverage["2026-01-09"].description)
+        )
         on_time = by_check["catalog_on_time"]
         assert on_time["2026-01-07"].passed and not on_time["2026-01-09"].passed
         assert on_time["2026-01-09"].severity == dg.AssetCheckSeverity.WARN

@@ -38,10 +38,10 @@ def test_schedule_materializes_the_latest_complete_day():
     assert defs.resolve_schedule_def(aux_daily_schedule.name).cron_schedule == "0 6 * * *"
 
 
-def test_staged_and_catalog_assets_follow_the_search(tmp_path, shared_sample):
+def test_staged_and_catalog_assets_follow_the_search(tmp_path, shared_living):
     home = tmp_path / "home"
     home.mkdir()
-    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
     resources = {
         **build_resources({"AUX_ASSETS_HOME": str(home)}),
         IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io")),

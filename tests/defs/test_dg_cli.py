@@ -58,14 +58,14 @@ COMMANDS = readme_dg_commands()
 
 
 @pytest.fixture
-def homes(tmp_path: Path, shared_sample: Path) -> tuple[Path, dict[str, str]]:
+def homes(tmp_path: Path, shared_living: Path) -> tuple[Path, dict[str, str]]:
     """AUX_ASSETS_HOME (the shared sample linked in), and the environment of a dg command:
     no AUX_*/DAGSTER_* variable of the caller (the embedded default), a DAGSTER_HOME with
     telemetry off, and a wide terminal so that ``dg list defs`` never wraps a name."""
     home, dagster_home = tmp_path / "home", tmp_path / "dagster"
     home.mkdir()
     dagster_home.mkdir()
-    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AUX_", "DAGSTER_"))}
     env |= {"AUX_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home), "COLUMNS": "300"}
@@ -110,7 +110,7 @@ def test_dg_check_defs(homes):
     out = _run("check defs", env)
     assert "All definitions loaded successfully." in out
     assert "Traceback" not in out and "mismatch" not in out  # venv warning suppressed
-    assert list(home.iterdir()) == [home / "sample"]  # loading writes nothing
+    assert list(home.iterdir()) == [home / "auxip-sample"]  # loading writes nothing
 
 
 def test_dg_list_defs_lists_the_code_location(homes):

@@ -24,6 +24,7 @@ from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.defs.resources import build_resources
 from aux_assets.defs.sensors import aux_new_products_sensor
+from aux_assets.sample.living import SAMPLE_FOLDER, LivingSample
 from tests.helpers.items import NOW, iso, make_feature
 
 FIRST = date.fromisoformat(daily_partitions.get_partition_keys()[0])
@@ -321,3 +322,42 @@ def test_deadline_sensor_judges_the_last_due_days_whatever_the_deadline(instance
     tick = _deadline_tick(instance)
     assert [e.partition for e in tick.asset_events] == due
     assert all("due " in str(e.description) for e in tick.asset_events)
+
+
+def test_on_the_embedded_default_a_frozen_clock_shows_nothing_until_a_precise_orbit_is_published(
+    tmp_path, instance, monkeypatch
+):
+    """The sensor on the living sample: with the clock just before the publication of the
+    precise orbit of 2026-03-10 (sentinel-1a), nothing is new; one second after it, exactly the
+    days that orbit serves are requested."""
+    (tmp_path / "products.yaml").write_text(
+        "products:\n  - {product_type: AUX_POEORB, collection: s1-aux, platforms: [sentinel-1a]}\n"
+    )
+    env = {
+        "AUX_ASSETS_HOME": str(tmp_path / "home"),
+        "AUX_PRODUCTS_FILE": str(tmp_path / "products.yaml"),
+    }
+    sample = LivingSample(tmp_path / "home" / SAMPLE_FOLDER, FIRST)
+    days = sample.days(date(2026, 3, 10), date(2026, 3, 10), datetime(2027, 1, 1, tzinfo=UTC))
+    assert days is not None
+    (orbit,) = [
+        p
+        for p in sample.products(days, ["AUX_POEORB"], datetime(2027, 1, 1, tzinfo=UTC))
+        if p.platform == "S1A" and "_V20260309T225942_" in p.name
+    ]
+    published = orbit.dates.publication
+    before = published - timedelta(seconds=1)
+    monkeypatch.setenv("AUX_NOW", before.isoformat())
+    cursor = json.dumps({"published": {"auxip": (before - timedelta(minutes=1)).isoformat()}})
+    quiet = _tick(instance, env, cursor)
+    assert not quiet.run_requests
+    assert quiet.skip_message.startswith("no product published since")
+
+    monkeypatch.setenv("AUX_NOW", (published + timedelta(seconds=1)).isoformat())
+    arrived = _tick(instance, env, quiet.cursor)
+    # validity 2026-03-09T22:59:42 .. 2026-03-11T00:59:42: the three days it meets
+    assert _keys(arrived) == ["2026-03-09", "2026-03-10", "2026-03-11"]
+    assert json.loads(arrived.cursor)["published"]["auxip"].startswith(
+        f"{published:%Y-%m-%dT%H:%M:%S}"
+    )
+    assert not _tick(instance, env, arrived.cursor).run_requests  # nothing new after it

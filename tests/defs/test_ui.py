@@ -158,7 +158,7 @@ class Servers(DagsterServers):
 
 
 @pytest.fixture(scope="module")
-def servers(shared_sample: Path) -> Iterator[Servers]:
+def servers(shared_sample: Path, shared_living: Path) -> Iterator[Servers]:
     """dagster-webserver + dagster-daemon on a temp DAGSTER_HOME and a file auxip source."""
     missing = [str(b) for b in BINARIES if not b.exists()]
     if missing:
@@ -166,7 +166,7 @@ def servers(shared_sample: Path) -> Iterator[Servers]:
     root = Path(tempfile.mkdtemp(prefix="aux-ui-"))
     home = root / "home"
     home.mkdir()
-    (home / "sample").symlink_to(shared_sample, target_is_directory=True)
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
     source = root / "auxip.json"
     features, withheld = write_source(shared_sample, source)
     (root / "products.yaml").write_text(PRODUCTS)
@@ -481,7 +481,10 @@ def test_range_run_records_each_days_checks(servers: Servers) -> None:
     coverage = _latest_execution(
         servers, "aux_catalog_items", "catalog_coverage_complete", LACKING_DAY
     )["evaluation"]["description"]
-    assert "gaps in the catalog: AUX_POEORB: not covered for sentinel-1a" in coverage, coverage
+    assert (
+        "gaps in the catalog: AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for "
+        "sentinel-1a" in coverage
+    ), coverage
     late = _latest_execution(servers, "aux_catalog_items", "catalog_on_time", LACKING_DAY)
     assert " is late: " in late["evaluation"]["description"], late
     assert "AUX_POEORB" in late["evaluation"]["description"], late

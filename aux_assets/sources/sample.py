@@ -1,0 +1,132 @@
+"""The embedded default source: the living sample (:mod:`aux_assets.sample.living`) searched as
+a STAC API would be, at the project's clock (``AUX_NOW``, else the system clock).
+
+A search sees the products serving the days its filter bounds (validity bounds, a STAC
+``datetime``, or a ``published`` lower bound), from the sample's first day to today, published
+by now; files are written on first use, only for the items a search returns.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import date, datetime
+from pathlib import Path
+
+import pystac
+
+from aux_assets.filters import Dialect, JsonDict
+from aux_assets.sample.generator import COLLECTION_ID
+from aux_assets.sample.living import MAX_PUBLICATION_DELAY, DayRange, LivingSample
+from aux_assets.settings import now as clock_now
+from aux_assets.sources.base import SearchRequest
+from aux_assets.sources.static import (
+    interval,
+    item_interval,
+    matching,
+    time_bounds,
+    top_terms,
+    wanted_types,
+)
+from aux_assets.utils.stac import read_item
+from aux_assets.utils.times import parse_utc
+
+
+def published_after(cql: JsonDict | None) -> datetime | None:
+    """The instant a filter requires ``published`` to be after (``>`` or ``>=`` a timestamp at
+    its top), else ``None``."""
+    for term in top_terms(cql or {}):
+        args = term.get("args") or []
+        if (
+            term.get("op") in (">", ">=")
+            and len(args) == 2
+            and args[0] == {"property": "published"}
+            and isinstance(args[1], dict)
+            and "timestamp" in args[1]
+        ):
+            try:
+                return parse_utc(str(args[1]["timestamp"]))
+            except ValueError:
+                return None
+    return None
+
+
+def _earliest(*values: datetime | None) -> datetime | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def _latest(*values: datetime | None) -> datetime | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _overlaps(item: JsonDict, window: tuple[datetime, datetime] | None) -> bool:
+    if window is None:
+        return True
+    span = item_interval(item)
+    return span is not None and span[0] <= window[1] and span[1] >= window[0]
+
+
+class LivingSampleSource:
+    """The living sample as a source: files on disk, read as ``file://`` hrefs."""
+
+    local = True
+    dialect: Dialect = "stac"  # filters are evaluated here, with cql2: any of them works
+
+    def __init__(
+        self, name: str, sample: LivingSample, clock: Callable[[], datetime] = clock_now
+    ) -> None:
+        self.name = name
+        self.sample = sample
+        self.clock = clock
+
+    @property
+    def root(self) -> Path:
+        """The folder its files are read from (``file://`` reads are confined to it)."""
+        return Path(os.path.realpath(self.sample.root))
+
+    def describe(self) -> str:
+        return f"{self.name} (embedded sample at {self.sample.root.as_uri()})"
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def days(self, request: SearchRequest, now: datetime) -> DayRange | None:
+        """The days whose products the search can find: those its validity bounds meet, or
+        whose products can have been published after its ``published`` bound."""
+        window = interval(request.datetime) if request.datetime else (None, None)
+        latest_start, earliest_end = time_bounds(request.filter)
+        low = _earliest(earliest_end, latest_start, window[0] if request.datetime else None)
+        high = _latest(earliest_end, latest_start, window[1] if request.datetime else None)
+        since = published_after(request.filter)
+        if since is not None:
+            low = _latest(low, since - MAX_PUBLICATION_DELAY)
+        return self.sample.days(_day(low), _day(high), now)
+
+    def search(self, request: SearchRequest) -> list[pystac.Item]:
+        now = self.clock()
+        days = self.days(request, now)
+        if days is None or (request.collections and COLLECTION_ID not in request.collections):
+            return []
+        products = self.sample.products(days, wanted_types(request.filter), now)
+        window = interval(request.datetime) if request.datetime else None
+        by_id = {p.item_id: p for p in products}
+        docs = (
+            {
+                "type": "Feature",
+                "id": p.item_id,
+                "collection": COLLECTION_ID,
+                "properties": self.sample.properties(p),
+            }
+            for p in products
+        )
+        found = matching(request, (doc for doc in docs if _overlaps(doc, window)))
+        return [read_item(self.sample.item(by_id[doc["id"]]), copy=False) for doc in found]
+
+
+def _day(value: datetime | None) -> date | None:
+    """The day of ``value``; ``None`` when unbounded or outside the calendar's range."""
+    if value is None or value.year < 2 or value.year > 9998:
+        return None
+    return value.date()
