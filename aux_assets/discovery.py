@@ -11,8 +11,10 @@ worst one run too many, never one missing.
   (:func:`aux_assets.planning.select_covering`), and any of them inside the validity may now pick
   the item.
 * closest policies (``ClosestStartValidity``, ``ClosestStopValidity``,
-  ``LatestValidityClosest``): the days whose window meets [validity start - 1 day, validity end
-  + 1 day]. A new file mainly changes the choice of the days near its validity; for a sparse
+  ``LatestValidityClosest``): the days whose window meets [edge - 1 day, edge + 1 day], the edge
+  being the validity bound the policy compares (the stop for ``ClosestStopValidity``, else the
+  start). A new file mainly changes the choice of the days near that edge (a monitoring file
+  valid from 2000 to yesterday serves the last days, not every day since 2000); for a sparse
   product it can also become the closest file of days further away, which are not requested
   (a backfill re-selects them).
 * latest policies (``LatestValidity``, ``LatestStopValidity``, ``LatestGeneration``): the choice
@@ -39,7 +41,7 @@ from pystac.utils import str_to_datetime
 
 from aux_assets.filters import Dialect, JsonDict, product_type_value, timestamp
 from aux_assets.products import ProductSpec
-from aux_assets.selection import policy_family, served_units, validity
+from aux_assets.selection import CLOSEST_EDGE, Validity, policy_family, served_units, validity
 from aux_assets.sources.base import SearchRequest
 from aux_assets.utils.times import utc_text
 
@@ -158,7 +160,11 @@ def _span(
     """The day ordinals (inclusive, within [first, last]) ``item`` can serve for ``spec``."""
     family = policy_family(spec.policy)
     slack = _DAY if family in ("closest", "latest") else timedelta(0)
-    reach = spec.margins.meeting(validity(item))
+    span = validity(item)
+    if family == "closest":  # only the compared edge counts (a monitoring file starts in 2000)
+        edge = span.start if CLOSEST_EDGE[spec.policy] == "start" else span.end
+        span = Validity(edge, edge)
+    reach = spec.margins.meeting(span)
     try:
         low = _ceil(reach.start - slack - _DAY)
     except OverflowError:

@@ -64,10 +64,26 @@ class EntryFields(TypedDict):
     unpack: bool
 
 
-class SearchProduct(EntryFields):
-    """What one product type (``"cql2"`` in raw-filter mode) found and selected in a window;
-    for the units left uncovered, the spans (``gaps``) and when their files are expected at
-    the latest (``expected``, judged at ``searched_at``); ``error``: its source failed."""
+class Expected(TypedDict):
+    """The product type expected first to fill a gap, and when at the latest."""
+
+    product_type: str
+    at: str
+
+
+class GapFields(TypedDict, total=False):
+    """Why units are uncovered: per unit, the spans (``gaps``) and, per span, which type is
+    expected first and when (``expected``, judged at ``searched_at``); ``error``: the source
+    failed."""
+
+    gaps: dict[str, list[list[str]]]
+    expected: dict[str, list[Expected]]
+    searched_at: str
+    error: str | None
+
+
+class SearchProduct(EntryFields, GapFields):
+    """What one product type (``"cql2"`` in raw-filter mode) found and selected in a window."""
 
     filter: JsonDict
     n_candidates: int
@@ -75,10 +91,6 @@ class SearchProduct(EntryFields):
     invalid_candidates: NotRequired[list[JsonDict]]
     used_types: dict[str, list[str]]
     missing_units: list[str]
-    gaps: NotRequired[dict[str, list[list[str]]]]
-    expected: NotRequired[dict[str, str]]
-    searched_at: NotRequired[str]
-    error: NotRequired[str | None]
     selected: FeatureCollection
 
 
@@ -104,18 +116,15 @@ class StagedItem(TypedDict):
     superseded: NotRequired[list[str]]
 
 
-class StagedProduct(TypedDict):
-    """``gaps``, ``expected``, ``searched_at`` and ``error`` as the search found them."""
+class StagedProduct(GapFields):
+    """The staging outcome of a product type's selection (:class:`GapFields` as the search
+    found them)."""
 
     product_type: str
     policy: str | None
     mandatory: bool
     collection: str
     missing_units: list[str]
-    gaps: NotRequired[dict[str, list[list[str]]]]
-    expected: NotRequired[dict[str, str]]
-    searched_at: NotRequired[str]
-    error: NotRequired[str | None]
     items: list[StagedItem]
 
 
@@ -260,38 +269,53 @@ class Gap:
     awaited: bool
 
 
-def _when(text: str) -> str:
-    return datetime.fromisoformat(text).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _state(
+    product: SearchProduct | StagedProduct, unit: str, searched: datetime | None
+) -> tuple[str, bool]:
+    """Why ``unit`` is uncovered, in words, and whether it only waits for a publication."""
+    due = [
+        (datetime.fromisoformat(e["at"]), e["product_type"])
+        for e in (product.get("expected") or {}).get(unit, [])
+    ]
+    if not due or searched is None:
+        return ("no candidate at all" if unit == ANY_UNIT else "not covered"), False
+    if min(due)[0] <= searched:  # a span whose files should be out: they never were
+        when, ptype = min(due)
+        label = "" if ptype == product["product_type"] else f"{ptype} "
+        return f"never published ({label}expected by {_when(when)})", False
+    when, ptype = max(due)
+    label = "" if ptype == product["product_type"] else f"{ptype} "
+    return f"not yet published ({label}expected by {_when(when)})", True
 
 
 def describe_gap(product: SearchProduct | StagedProduct, day: str = "") -> Gap:
     """Why a product type's units are uncovered: its source was unreachable; or per unit,
-    nothing is published yet (and when it is expected), it never was (though expected by
-    then), or nothing is published (no delay known for the type). With ``day``, the spans of
-    the day left uncovered."""
+    nothing is published yet (and when it is expected), it never was though expected by
+    then, or it is not covered (no delay known for the type). With ``day``, the spans of the
+    day left uncovered."""
     if product.get("error"):
         return Gap(f"source unreachable: {product.get('error')}", False)
-    spans, expected = product.get("gaps") or {}, product.get("expected") or {}
-    searched = product.get("searched_at")
+    spans = product.get("gaps") or {}
+    searched_text = product.get("searched_at")
+    searched = datetime.fromisoformat(searched_text) if searched_text else None
     states: dict[str, list[str]] = {}
+    awaited = bool(product["missing_units"])
     for unit in product["missing_units"]:
         shown = "" if unit in ("None", ANY_UNIT) else unit
         if day and spans.get(unit):
             bounds = ", ".join(f"{_clock(a, day)}..{_clock(b, day)}" for a, b in spans[unit])
             shown = f"{shown} (uncovered {bounds})".strip()
-        when = expected.get(unit)
-        if when is None or searched is None:
-            state = "nothing published"
-        elif when > searched:
-            state = f"not yet published (expected by {_when(when)})"
-        else:
-            state = f"never published (expected by {_when(when)})"
+        state, waiting = _state(product, unit, searched)
+        awaited = awaited and waiting
         states.setdefault(state, []).append(shown)
     parts = []
     for state, units in states.items():
         named = [u for u in units if u]
         parts.append(f"{state} for {', '.join(named)}" if named else state)
-    awaited = bool(states) and all(state.startswith("not yet") for state in states)
     return Gap("; ".join(parts) or "not covered", awaited)
 
 
@@ -316,6 +340,16 @@ def mandatory_gaps(doc: SearchDocument) -> dict[str, Gap]:
         if p["mandatory"] and p["missing_units"]:
             gaps.setdefault(p["product_type"], []).append(describe_gap(p, doc["partition"]))
     return {ptype: _joined(found) for ptype, found in gaps.items()}
+
+
+def unreachable_optional(doc: SearchDocument) -> dict[str, str]:
+    """``{"<type> (optional)": "source unreachable: <error>"}`` for each optional product type of
+    a day whose source failed (nothing of it is staged)."""
+    return {
+        f"{p['product_type']} (optional)": describe_gap(p).text
+        for p in doc["products"]
+        if not p["mandatory"] and p.get("error")
+    }
 
 
 def _joined(gaps: list[Gap]) -> Gap:

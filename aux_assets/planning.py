@@ -34,6 +34,7 @@ from aux_assets.documents import (
     ANY_UNIT,
     Candidate,
     EntryFields,
+    Expected,
     SearchDocument,
     SearchProduct,
     WindowJson,
@@ -337,7 +338,7 @@ def _plan_product(
     picked: set[tuple[str | None, str]] = set()
     used: dict[str, list[str]] = {}
     missing: dict[str, list[list[str]]] = {}
-    expected: dict[str, str] = {}  # unit -> when its gaps' files are expected at the latest
+    expected: dict[str, list[Expected]] = {}  # per unit and gap: the type expected first, when
     for unit, group in units.items():
         chosen, gaps = select_covering(
             group if near is None else [i for i in group if id(i) in near],
@@ -377,9 +378,13 @@ def _plan_product(
         used[str(unit)] = types
         if gaps:
             missing[str(unit)] = [[low.isoformat(), high.isoformat()] for low, high in gaps]
-            when = expected_by((spec.product_type, *spec.alternatives), gaps[-1][1])
-            if when is not None:
-                expected[str(unit)] = when.isoformat()
+            kinds = (spec.product_type, *spec.alternatives)
+            due = [expected_by(kinds, high) for _, high in gaps]
+            if all(due):
+                expected[str(unit)] = [
+                    {"product_type": ptype, "at": when.isoformat()}
+                    for ptype, when in filter(None, due)
+                ]
     return {
         **_spec_fields(spec),
         "filter": found.filter,

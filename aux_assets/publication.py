@@ -5,8 +5,9 @@ A mandatory product type left uncovered is *not yet published* while its expecte
 ahead, *never published* once it is past (for the types listed here; of other types we can
 only say that nothing is published). Figures: ESA's timeliness of each product (Sentinel-1
 POD: precise orbits within 20 days, restituted within 3 hours; Sentinel-3 POD precise orbits
-within a month; ECMWF analyses the next day), which the embedded sample follows. Forecasts,
-predicted orbits and calibration files are published before the window they serve (0).
+within a month; ECMWF analyses the next day), which the embedded sample follows. Forecasts and
+calibration files are published before the window they serve (0), predicted orbits within the
+hour of their validity start.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ PUBLICATION_LAGS: dict[str, timedelta] = {
 }
 
 
-def expected_by(product_types: Iterable[str], end: datetime) -> datetime | None:
-    """When a file of one of ``product_types`` (a type and its alternatives) covering a span
-    that ends at ``end`` is expected at the latest: the earliest over the types whose lag is
-    known; ``None`` when none is."""
-    known = [end + PUBLICATION_LAGS[t] for t in product_types if t in PUBLICATION_LAGS]
-    return min(known) if known else None
+def expected_by(product_types: Iterable[str], end: datetime) -> tuple[str, datetime] | None:
+    """Which of ``product_types`` (a type and its alternatives) is expected first to cover a
+    span that ends at ``end``, and when at the latest; ``None`` when no type's delay is known."""
+    known = [(end + PUBLICATION_LAGS[t], t) for t in product_types if t in PUBLICATION_LAGS]
+    if not known:
+        return None
+    when, ptype = min(known)
+    return ptype, when

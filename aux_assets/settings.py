@@ -47,7 +47,7 @@ def now(env: Mapping[str, str] | None = None) -> datetime:
         return datetime.now(UTC)
     try:
         return parse_utc(text).astimezone(UTC)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(
             f"{NOW_ENV}={text!r} is not a time; use ISO 8601, e.g. 2026-02-01T00:00:00Z, "
             "or unset it to follow the system clock"

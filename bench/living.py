@@ -35,7 +35,7 @@ def generation(days: int) -> None:
             began = time.perf_counter()
             sample.generate_day(first + timedelta(days=n))
             nexts.append(time.perf_counter() - began)
-        n_files = sum(1 for p in sample.root.iterdir() if not p.name.startswith("."))
+        n_files = sum(1 for p in sample.root.iterdir() if p.is_dir() and p.name[0] != ".")
         mib = _size(sample.root) / 2**20
     print(f"generate the first day: {n_first} files in {cold:.2f} s")
     print(

@@ -179,6 +179,8 @@ def test_a_slow_trickle_fails_at_the_total_timeout(tmp_path: Path) -> None:
         ("AUX_TRANSFER_TIMEOUT_S", "-1", "must be a positive whole number of seconds, e.g. 3600"),
         ("AUX_LOCAL_FILE_ROOTS", "data/aux", "entry 'data/aux' is not an absolute path"),
         ("AUX_LOCAL_FILE_ROOTS", "/no/such/folder", "entry '/no/such/folder' is no folder"),
+        ("AUX_NOW", "yesterday", "is not a time; use ISO 8601, e.g. 2026-02-01T00:00:00Z"),
+        ("AUX_NOW", "0001-01-01T00:00:00+01:00", "is not a time"),  # before year 1 in UTC
     ],
 )
 def test_bad_staging_settings_fail_at_load_naming_the_variable(

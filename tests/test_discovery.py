@@ -86,13 +86,19 @@ def test_new_items_request_is_json_with_alternatives_sorted_by_publication():
             ("03-04", "03-05"),
         ),
         (_spec(margin_after_s=3599), "2026-03-06T01:00:00Z", "2026-03-06T02:00:00Z", ("03-06",)),
-        # closest: validity +- 1 day
+        # closest: the compared edge +- 1 day (the stop for ClosestStopValidity, else the start)
         (_spec("ClosestStartValidity"), "2026-03-05T06:00:00Z", None, ("03-04", "03-05", "03-06")),
         (
             _spec("ClosestStopValidity"),
             "2026-03-05T06:00:00Z",
             "2026-03-06T06:00:00Z",
-            ("03-04", "03-05", "03-06", "03-07"),
+            ("03-05", "03-06", "03-07"),
+        ),
+        (  # a monitoring file valid from 2000: the days near its stop, not every day since 2000
+            _spec("ClosestStopValidity"),
+            "2000-01-01T00:00:00Z",
+            "2026-03-07T12:00:00Z",
+            ("03-06", "03-07", "03-08"),
         ),
         (_spec("LatestValidityClosest"), "2026-03-05T06:00:00Z", None, ("03-04", "03-05", "03-06")),
         # latest: from validity start - 1 day to the last day (here 03-09)

@@ -22,6 +22,7 @@ from aux_assets.documents import (
     search_numbers,
     staged_document,
     staged_numbers,
+    unreachable_optional,
     wanted_items,
 )
 
@@ -269,9 +270,9 @@ def test_mandatory_gaps_name_the_type_and_units_of_mandatory_types_only() -> Non
         ]
     )
     assert {t: g.text for t, g in mandatory_gaps(doc).items()} == {
-        "B": "nothing published for sentinel-1a, sentinel-1c; nothing published for sentinel-1b",
-        "C": "nothing published",
-        "D": "nothing published",
+        "B": "not covered for sentinel-1a, sentinel-1c; not covered for sentinel-1b",
+        "C": "no candidate at all",  # no delay known for the type: no verdict on publication
+        "D": "not covered",
     }
     assert not any(g.awaited for g in mandatory_gaps(doc).values())
     assert mandatory_gaps(document([search_product("A", ["a"])])) == {}
@@ -286,31 +287,65 @@ def test_mandatory_gaps_show_the_spans_of_the_day_a_partial_selection_leaves() -
         ]
     }
     assert mandatory_gaps(document([partial]))["E"].text == (
-        "nothing published for sentinel-1a (uncovered 00:00:00..01:00:00, 22:30:00..24:00:00)"
+        "not covered for sentinel-1a (uncovered 00:00:00..01:00:00, 22:30:00..24:00:00)"
     )
+
+
+def _due(ptype: str, at: str) -> dict[str, str]:
+    return {"product_type": ptype, "at": at}
 
 
 def test_a_gap_says_not_yet_published_and_when_never_published_or_source_unreachable() -> None:
     waiting = search_product("AUX_POEORB", [], missing=["sentinel-1a", "sentinel-1c"])
-    waiting["searched_at"] = "2026-01-06T00:30:00+00:00"
+    waiting["searched_at"] = "2026-01-06T02:30:00+02:00"  # 00:30 UTC
     waiting["expected"] = {
-        "sentinel-1a": "2026-01-06T05:00:00+00:00",  # ahead: not yet published
-        "sentinel-1c": "2026-01-06T00:00:00+00:00",  # past: never published
+        "sentinel-1a": [_due("AUX_RESORB", "2026-01-06T05:00:00+00:00")],  # ahead: not yet
+        "sentinel-1c": [_due("AUX_RESORB", "2026-01-06T00:00:00+00:00")],  # past: never
     }
     awaited = search_product("AUX_ECMWFD", [], missing=["*"])
     awaited |= {"searched_at": "2026-01-06T00:30:00+00:00"}
-    awaited["expected"] = {"*": "2026-01-06T06:00:00+00:00"}
+    awaited["expected"] = {"*": [_due("AUX_ECMWFD", "2026-01-06T06:00:00+00:00")]}
     down = search_product("AUX_CAL", [], missing=["*"])
     down["error"] = "search in auxip at http://127.0.0.1:9/stac failed: connection refused"
-    gaps = mandatory_gaps(document([waiting, awaited, down]))
+    optional = search_product("AUX_ICE", [], missing=["*"], mandatory=False)
+    optional["error"] = "search in prip failed"
+    doc = document([waiting, awaited, down, optional])
+    gaps = mandatory_gaps(doc)
     assert gaps["AUX_POEORB"].text == (
-        "not yet published (expected by 2026-01-06 05:00 UTC) for sentinel-1a; "
-        "never published (expected by 2026-01-06 00:00 UTC) for sentinel-1c"
+        "not yet published (AUX_RESORB expected by 2026-01-06 05:00 UTC) for sentinel-1a; "
+        "never published (AUX_RESORB expected by 2026-01-06 00:00 UTC) for sentinel-1c"
     )
     assert not gaps["AUX_POEORB"].awaited  # one unit is overdue: a failure
     assert gaps["AUX_ECMWFD"] == Gap("not yet published (expected by 2026-01-06 06:00 UTC)", True)
     assert gaps["AUX_CAL"] == Gap(
         "source unreachable: search in auxip at http://127.0.0.1:9/stac failed: connection refused",
+        False,
+    )
+    assert "AUX_ICE" not in gaps
+    assert unreachable_optional(doc) == {
+        "AUX_ICE (optional)": "source unreachable: search in prip failed"
+    }
+
+
+def test_a_hole_early_in_the_day_is_never_published_even_with_a_pending_gap_after_it() -> None:
+    product = search_product("AUX_POEORB", ["x"], missing=["sentinel-1a"])
+    product["searched_at"] = "2026-01-06T00:30:00+00:00"
+    product["gaps"] = {
+        "sentinel-1a": [
+            ["2026-01-05T03:00:00+00:00", "2026-01-05T04:00:00+00:00"],
+            ["2026-01-05T23:00:00+00:00", "2026-01-06T00:00:00+00:00"],
+        ]
+    }
+    product["expected"] = {
+        "sentinel-1a": [
+            _due("AUX_RESORB", "2026-01-05T09:00:00+00:00"),
+            _due("AUX_RESORB", "2026-01-06T05:00:00+00:00"),
+        ]
+    }
+    gap = mandatory_gaps(document([product]))["AUX_POEORB"]
+    assert gap == Gap(
+        "never published (AUX_RESORB expected by 2026-01-05 09:00 UTC) for sentinel-1a "
+        "(uncovered 03:00:00..04:00:00, 23:00:00..24:00:00)",
         False,
     )
 
@@ -347,7 +382,7 @@ def test_coverage_gaps_say_per_uncovered_type_which_units_and_items_are_missing(
     assert catalog["coverage"] == {"A": False, "B": False, "C": True}
     assert coverage_gaps(staged, catalog) == {
         "A": Gap("a2 not in the catalog (failed: HTTP 404)", False),
-        "B": Gap("nothing published for sentinel-1a", False),
+        "B": Gap("not covered for sentinel-1a", False),
     }
 
 
@@ -355,14 +390,14 @@ def test_coverage_gaps_keep_why_the_search_found_nothing() -> None:
     search = document([search_product("AUX_POEORB", [], missing=["sentinel-1a"])])
     search["products"][0] |= {
         "gaps": {"sentinel-1a": [["2026-01-05T23:00:00+00:00", "2026-01-06T00:00:00+00:00"]]},
-        "expected": {"sentinel-1a": "2026-01-06T05:00:00+00:00"},
+        "expected": {"sentinel-1a": [_due("AUX_RESORB", "2026-01-06T05:00:00+00:00")]},
         "searched_at": "2026-01-06T00:30:00+00:00",
     }
     staged = staged_document(search, lambda c, i: staged_item(i, c))  # type: ignore[arg-type]
     catalog = catalog_document(staged, held(), item_url)
     assert coverage_gaps(staged, catalog) == {
         "AUX_POEORB": Gap(
-            "not yet published (expected by 2026-01-06 05:00 UTC) for sentinel-1a "
+            "not yet published (AUX_RESORB expected by 2026-01-06 05:00 UTC) for sentinel-1a "
             "(uncovered 23:00:00..24:00:00)",
             True,
         )

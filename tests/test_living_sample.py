@@ -3,6 +3,7 @@ now, each file written once on first use, published on the real service's clock.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -167,3 +168,92 @@ def test_the_days_that_exist_run_from_the_first_day_to_today(
 ) -> None:
     days = LivingSample(tmp_path, FIRST).days(first, last, now)
     assert (None if days is None else (days.first, days.last)) == expected
+
+
+def _search_days(tmp_path: Path, request: SearchRequest, now: datetime) -> tuple[date, date] | None:
+    days = LivingSampleSource("auxip", LivingSample(tmp_path, FIRST), lambda: now).days(
+        request, now
+    )
+    return None if days is None else (days.first, days.last)
+
+
+def _cql(*terms: dict) -> dict:
+    return {"op": "and", "args": list(terms)}
+
+
+def _term(op: str, prop: str, when: str) -> dict:
+    return {"op": op, "args": [{"property": prop}, {"timestamp": when}]}
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        # a window filter: the days between its bounds (a cover filter has them the other way)
+        (
+            SearchRequest(filter=window_filter("X", T, T + timedelta(days=2), "intersect")),
+            (date(2026, 3, 9), date(2026, 3, 12)),  # bounds are widened by a second
+        ),
+        (
+            SearchRequest(filter=window_filter("X", T, T + timedelta(days=2), "cover")),
+            (DAY, date(2026, 3, 11)),
+        ),
+        # one side only: the other is open (to today, or from the first day)
+        (
+            SearchRequest(filter=_term(">=", "end_datetime", "2026-03-01T12:00:00Z")),
+            (date(2026, 3, 1), date(2026, 3, 20)),
+        ),
+        (
+            SearchRequest(filter=_term("<=", "start_datetime", "2026-02-01T00:00:00Z")),
+            (FIRST, date(2026, 2, 1)),
+        ),
+        # an offset is a UTC day: 03-01T01:00+02:00 is 02-28T23:00Z
+        (
+            SearchRequest(filter=_term(">=", "end_datetime", "2026-03-01T01:00:00+02:00")),
+            (date(2026, 2, 28), date(2026, 3, 20)),
+        ),
+        # a STAC datetime, when the filter bounds nothing
+        (
+            SearchRequest(datetime="2026-03-02T00:00:00Z/2026-03-03T12:00:00Z"),
+            (date(2026, 3, 2), date(2026, 3, 3)),
+        ),
+        (SearchRequest(datetime="../2026-01-03T00:00:00Z"), (FIRST, date(2026, 1, 3))),
+        # published after T: from T - 75 days; with validity bounds too, the later of both
+        (
+            SearchRequest(filter=_term(">", "published", "2026-03-19T00:00:00Z")),
+            (date(2026, 1, 3), date(2026, 3, 20)),
+        ),
+        (
+            SearchRequest(
+                filter=_cql(
+                    _term(">", "published", "2026-03-19T00:00:00Z"),
+                    _term(">=", "end_datetime", "2026-03-10T12:00:00Z"),
+                )
+            ),
+            (DAY, date(2026, 3, 20)),
+        ),
+        (
+            SearchRequest(filter=_term(">", "published", "0001-01-01T00:00:00Z")),
+            (FIRST, date(2026, 3, 20)),
+        ),
+        (SearchRequest(), (FIRST, date(2026, 3, 20))),
+    ],
+)
+def test_the_days_a_search_sees_follow_its_bounds(
+    tmp_path: Path, request_: SearchRequest, expected: tuple[date, date]
+) -> None:
+    assert _search_days(tmp_path, request_, datetime(2026, 3, 20, 12, tzinfo=UTC)) == expected
+
+
+def test_a_damaged_file_is_written_again(tmp_path: Path) -> None:
+    sample = LivingSample(tmp_path, FIRST)
+    product = plan([r for r in RULES if r.product_type == "AUX_UT1UTC"], DAY, DAY, Seeds(0))[0]
+    first = sample.item(product)
+    path = Path(next(iter(first["assets"].values()))["href"].removeprefix("file://"))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:100])  # as a crash could leave it
+    again = sample.item(product)
+    assert path.read_bytes() == whole and again == first
+    (tmp_path / "v1-seed0-max16384" / ".tmp-old").mkdir()  # left by a killed process
+    os.utime(tmp_path / "v1-seed0-max16384" / ".tmp-old", (0, 0))
+    LivingSample(tmp_path, FIRST).item(product)
+    assert not (tmp_path / "v1-seed0-max16384" / ".tmp-old").exists()

@@ -158,7 +158,11 @@ def test_a_missing_unit_gets_when_its_files_are_expected_from_its_types_and_alte
     (product,) = doc["products"]
     # a restituted orbit (5 h after the gap's end) comes before the precise one (20 days)
     end = D + timedelta(days=1)
-    assert product["expected"] == {"sentinel-1c": (end + timedelta(hours=5)).isoformat()}
+    assert product["expected"] == {
+        "sentinel-1c": [
+            {"product_type": "AUX_RESORB", "at": (end + timedelta(hours=5)).isoformat()}
+        ]
+    }
     assert product["searched_at"] == now.isoformat() and product["error"] is None
     unknown = _spec(product_type="XX_UNKNOWN")
     (doc,) = plan_windows([unknown], [window], {"auxip": CountingSource([])}, now=now).values()

@@ -177,16 +177,15 @@ def _catalog_metadata(doc: docs.CatalogDocument) -> dict[str, Any]:
 
 
 def _log_gaps(context: dg.AssetExecutionContext, documents: dict[str, docs.SearchDocument]) -> None:
-    """Log the product types whose source failed (an error) and, per day, why a mandatory type
-    is uncovered (a warning; an error unless it is only not yet published)."""
-    failed = {
-        f"{p['product_type']}: {p['error']}"
-        for doc in documents.values()
-        for p in doc["products"]
-        if p.get("error")
-    }
+    """Log the product types whose source failed (an error; when every one failed, the step
+    fails: there is nothing to stage) and, per day, why a mandatory type is uncovered (a
+    warning when it is only not yet published, else an error)."""
+    products = [p for doc in documents.values() for p in doc["products"]]
+    failed = sorted({f"{p['product_type']}: {p['error']}" for p in products if p.get("error")})
+    if failed and all(p.get("error") for p in products):
+        raise dg.Failure("every search failed: " + "; ".join(failed))
     if failed:
-        context.log.error("source unreachable, nothing found for " + "; ".join(sorted(failed)))
+        context.log.error("source unreachable, nothing found for " + "; ".join(failed))
     for key, doc in documents.items():
         for ptype, gap in docs.mandatory_gaps(doc).items():
             log = context.log.warning if gap.awaited else context.log.error

@@ -30,6 +30,7 @@ from aux_assets.documents import (
     coverage_gaps,
     failed_items,
     mandatory_gaps,
+    unreachable_optional,
 )
 from aux_assets.timeliness import Verdict, judge
 
@@ -175,24 +176,32 @@ def _outcome(
     return Outcome(not problems, description, metadata, severity)
 
 
-def _gaps_outcome(day: str, gaps: Mapping[str, Gap], ok: str, what: str) -> Outcome:
-    """:func:`_outcome` of gaps: a warning when every gap is only not yet published (the
-    files are expected later: the day is not failing, it waits), an error otherwise."""
-    awaited = bool(gaps) and all(gap.awaited for gap in gaps.values())
-    if awaited:
-        what = "waiting for products not yet published: "
-    severity = dg.AssetCheckSeverity.WARN if awaited else dg.AssetCheckSeverity.ERROR
-    texts = {ptype: gap.text for ptype, gap in gaps.items()}
-    return _outcome(day, texts, ok, what, severity)
+def _gaps_outcome(
+    day: str, gaps: Mapping[str, Gap], ok: str, what: str, notes: Mapping[str, str] | None = None
+) -> Outcome:
+    """:func:`_outcome` of gaps, and of ``notes`` (problems that only warn): an error when a gap
+    is more than waiting for files not yet published (they are expected later: the day is not
+    failing, it waits), else a warning."""
+    serious = any(not gap.awaited for gap in gaps.values())
+    if gaps and not serious:
+        what = "waiting for publication: "
+    elif not gaps:
+        what = ""
+    severity = dg.AssetCheckSeverity.ERROR if serious else dg.AssetCheckSeverity.WARN
+    problems = {ptype: gap.text for ptype, gap in gaps.items()} | dict(notes or {})
+    return _outcome(day, problems, ok, what, severity)
 
 
 def mandatory_candidates(documents: Mapping[str, SearchDocument]) -> dict[str, Outcome]:
+    """Per day: the mandatory types left uncovered, and why; optional types whose source
+    failed are named too (a warning)."""
     return {
         day: _gaps_outcome(
             day,
             mandatory_gaps(doc),
             "every mandatory product type has a selection",
             "gaps in mandatory product types: ",
+            unreachable_optional(doc),
         )
         for day, doc in documents.items()
     }

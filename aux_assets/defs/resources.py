@@ -30,6 +30,7 @@ from aux_assets.settings import (
     aux_home,
     choice_env,
     local_file_roots,
+    now,
     partitions_start,
     positive_int_env,
 )
@@ -249,6 +250,7 @@ def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """All resources, configured from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
     home = str(aux_home(env))
+    now(env)  # a bad AUX_NOW fails at definitions load, naming the variable
     products_file = env.get("AUX_PRODUCTS_FILE") or str(DEMO_PRODUCTS_FILE)
     products = load_products(Path(products_file))  # an invalid file fails at definitions load
     catalog_url = env.get("AUX_CATALOG_URL")

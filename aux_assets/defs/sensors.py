@@ -106,7 +106,7 @@ def aux_new_products_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRes
     now = settings.now()
     lookback_start = now - timedelta(days=lookback_days())
     cursor = Cursor.parse(context.cursor, lookback_start)
-    keys = daily_partitions.get_partition_keys()
+    keys = daily_partitions.get_partition_keys()  # the days that exist (by the system clock)
     if not keys:
         return dg.SensorResult(skip_reason="no daily partition exists yet (AUX_PARTITIONS_START)")
     first, last = date.fromisoformat(keys[0]), date.fromisoformat(keys[-1])

@@ -1,4 +1,5 @@
-"""Write the sample as a self-contained static STAC collection, and install it atomically."""
+"""The plan of the sample over a range of days, each product's file and item, and the sample of a
+range written as a self-contained static STAC collection."""
 
 from __future__ import annotations
 

@@ -15,11 +15,13 @@ published by the ``now`` it is given.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -39,10 +41,12 @@ from aux_assets.utils.jsonfiles import write_json
 from aux_assets.utils.locks import exclusive_lock
 
 SAMPLE_FOLDER = "auxip-sample"  # under $AUX_ASSETS_HOME
-FORMAT = 1  # bump when the bytes of a product change: a new cache folder
-# The longest time from a product's last day served to its publication (a re-published
-# calibration file: ~30 days of lag plus up to 41 days of re-publication delay), so a search for
-# what was published after T need only look at the days from T - this on.
+FORMAT = 1  # bump when the bytes or item document of a product change: a new cache folder
+STALE_TMP_S = 3600  # a temporary folder this old was left by a killed process
+# A bound on the time from a product's last day served to its publication (a re-published
+# precise orbit: 20 days of lag plus up to 41 days of re-publication delay; 58 days seen over
+# 150 days), so a search for what was published after T need only look at the days from T -
+# this on.
 MAX_PUBLICATION_DELAY = timedelta(days=75)
 
 
@@ -65,6 +69,7 @@ class LivingSample:
         self.seeds = Seeds(seed)
         self.max_size = max_size
         self.root = Path(root) / f"v{FORMAT}-seed{seed}-max{max_size}"
+        self._swept = False
 
     def days(self, first: date | None, last: date | None, now: datetime) -> DayRange | None:
         """The days of [first, last] that exist at ``now`` (from the first day to today)."""
@@ -89,26 +94,48 @@ class LivingSample:
         return properties(product, self.seeds)
 
     def item(self, product: Product) -> dict[str, Any]:
-        """The item document of ``product``, its file written first if it is not yet; the
-        asset href is the absolute ``file://`` URL of the file."""
+        """The item document of ``product``, its file written first if it is not yet: the
+        properties as :meth:`properties` gives them, the asset as written (its href the
+        absolute ``file://`` URL of the file). A file found damaged is written again."""
         folder = self.ensure(product)
+        try:
+            doc = self._read(product, folder)
+        except (OSError, ValueError, KeyError):  # e.g. a crash lost what the rename published
+            with self._lock(product):
+                shutil.rmtree(folder, ignore_errors=True)
+            doc = self._read(product, self.ensure(product))
+        doc["properties"] = self.properties(product)
+        return doc
+
+    @staticmethod
+    def _read(product: Product, folder: Path) -> dict[str, Any]:
+        """The item document in ``folder``, checked against its file's size."""
         doc: dict[str, Any] = json.loads(
             (folder / f"{product.item_id}.json").read_text(encoding="utf-8")
         )
         for asset in doc["assets"].values():
-            asset["href"] = (folder / asset["href"]).resolve().as_uri()
+            path = (folder / asset["href"]).resolve()
+            if path.stat().st_size != asset["file:size"]:
+                raise ValueError(f"{path}: not {asset['file:size']} bytes")
+            asset["href"] = path.as_uri()
         return doc
 
     def ensure(self, product: Product) -> Path:
-        """The folder of ``product``'s file and item document, written if missing."""
+        """The folder of ``product``'s file and item document, written if missing (first,
+        once per instance, the temporary folders of killed processes are removed)."""
+        if not self._swept:
+            self._swept = True
+            for tmp in self.root.glob(".tmp-*"):
+                with contextlib.suppress(OSError):
+                    if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                        shutil.rmtree(tmp)
         folder = self.root / product.item_id
         if folder.is_dir():
             return folder
         self._ensure_root()
-        # processes writing the same product take turns (a lock per hash bucket of its id), so
-        # it is written once; the rename keeps a reader from seeing a part of it
-        bucket = hashlib.sha256(product.item_id.encode()).hexdigest()[:2]
-        with exclusive_lock(self.root / ".locks" / bucket):
+        # processes writing the same product take turns, so it is written once; the rename
+        # keeps a reader from seeing a part of it
+        with self._lock(product):
             if folder.is_dir():
                 return folder
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
@@ -120,6 +147,11 @@ class LivingSample:
                 if tmp.exists():
                     shutil.rmtree(tmp)
         return folder
+
+    def _lock(self, product: Product) -> contextlib.AbstractContextManager[None]:
+        """The lock of ``product`` among processes (one lock file per hash bucket of its id)."""
+        bucket = hashlib.sha256(product.item_id.encode()).hexdigest()[:2]
+        return exclusive_lock(self.root / ".locks" / bucket)
 
     def generate_day(self, day: date) -> list[Path]:
         """Write every product serving ``day`` (published or not); their folders."""

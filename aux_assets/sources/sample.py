@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pystac
@@ -51,16 +51,6 @@ def published_after(cql: JsonDict | None) -> datetime | None:
     return None
 
 
-def _earliest(*values: datetime | None) -> datetime | None:
-    known = [v for v in values if v is not None]
-    return min(known) if known else None
-
-
-def _latest(*values: datetime | None) -> datetime | None:
-    known = [v for v in values if v is not None]
-    return max(known) if known else None
-
-
 def _overlaps(item: JsonDict, window: tuple[datetime, datetime] | None) -> bool:
     if window is None:
         return True
@@ -93,15 +83,21 @@ class LivingSampleSource:
         """Nothing to release."""
 
     def days(self, request: SearchRequest, now: datetime) -> DayRange | None:
-        """The days whose products the search can find: those its validity bounds meet, or
-        whose products can have been published after its ``published`` bound."""
-        window = interval(request.datetime) if request.datetime else (None, None)
+        """The days whose products the search can find: those the validity window of its
+        filter meets (``end_datetime >= T`` and ``start_datetime <= T``, either alone leaving
+        that side open), else those of its STAC ``datetime``; from ``T - MAX_PUBLICATION_DELAY``
+        on for a ``published > T`` filter."""
         latest_start, earliest_end = time_bounds(request.filter)
-        low = _earliest(earliest_end, latest_start, window[0] if request.datetime else None)
-        high = _latest(earliest_end, latest_start, window[1] if request.datetime else None)
+        low: datetime | None = earliest_end
+        high: datetime | None = latest_start
+        if latest_start is not None and earliest_end is not None:  # cover or intersect
+            low, high = min(latest_start, earliest_end), max(latest_start, earliest_end)
+        if low is None and high is None and request.datetime:
+            low, high = interval(request.datetime)
         since = published_after(request.filter)
-        if since is not None:
-            low = _latest(low, since - MAX_PUBLICATION_DELAY)
+        if since is not None and since.year > 1:
+            first = since - MAX_PUBLICATION_DELAY
+            low = first if low is None else max(low, first)
         return self.sample.days(_day(low), _day(high), now)
 
     def search(self, request: SearchRequest) -> list[pystac.Item]:
@@ -126,7 +122,7 @@ class LivingSampleSource:
 
 
 def _day(value: datetime | None) -> date | None:
-    """The day of ``value``; ``None`` when unbounded or outside the calendar's range."""
-    if value is None or value.year < 2 or value.year > 9998:
+    """The UTC day of ``value``; ``None`` when unbounded or at the ends of the calendar."""
+    if value is None or not date(1, 1, 2) <= value.date() <= date(9999, 12, 30):
         return None
-    return value.date()
+    return value.astimezone(UTC).date()

@@ -254,6 +254,42 @@ def test_bad_input_fails_with_a_clear_error_and_writes_nothing(home, config, env
     assert _files(home) == [] and not (home / "catalog").exists()
 
 
+def test_an_unreachable_source_is_named_and_the_other_sources_still_stage(home, tmp_path):
+    """prip refuses connections: its types are reported as unreachable (mandatory: the coverage
+    checks fail saying so), auxip's are staged; when every search fails, the step fails."""
+    products = tmp_path / "products.yaml"
+    products.write_text(
+        "products:\n"
+        "  - {product_type: AUX_POEORB, collection: s1-aux, platforms: [sentinel-1a],"
+        " alternatives: [AUX_RESORB]}\n"
+        "  - {product_type: AUX_ECMWFD, source: prip, collection: s2-aux}\n"
+    )
+    down = {"AUX_PRODUCTS_FILE": str(products), "AUX_PRIP_URL": "http://127.0.0.1:9/stac"}
+    result = _run(home, **down)
+    assert not result.success  # the blocking coverage check fails on AUX_ECMWFD
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    for check in ("mandatory_candidates", "catalog_coverage_complete"):
+        description = str(evaluations[check].description)
+        assert "AUX_ECMWFD: source unreachable: search in prip at http://127.0.0.1:9/stac" in (
+            description
+        ), description
+        assert evaluations[check].severity == dg.AssetCheckSeverity.ERROR
+        assert "AUX_POEORB" not in description
+    staged = _doc(home, "aux_staged_items")["products"]
+    assert staged[0]["items"] and {i["status"] for i in staged[0]["items"]} == {"staged"}
+    assert staged[1]["items"] == [] and "prip" in staged[1]["error"]
+
+    products.write_text(
+        "products:\n  - {product_type: AUX_ECMWFD, source: prip, collection: s2-aux}\n"
+    )
+    result = _run(home, partition="2026-01-06", **down)
+    failure = result.failure_data_for_node("aux_search_results")
+    assert failure is not None
+    assert "every search failed: AUX_ECMWFD: search in prip at http://127.0.0.1:9/stac" in (
+        failure.error.message + str(failure.user_failure_data)
+    )
+
+
 def test_invalid_products_file_fails_at_definitions_load(tmp_path):
     bad = tmp_path / "products.yaml"
     bad.write_text("products:\n  - {product_type: AUX_WND, collection: s1-aux, policy: Nearest}\n")
