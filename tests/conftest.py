@@ -51,3 +51,12 @@ def _fresh_oauth2_accounts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts without the OAuth2 tokens of earlier ones (shared per account and
     process by ``aux_assets.auth``)."""
     monkeypatch.setattr("aux_assets.auth._accounts", {})
+
+
+@pytest.fixture
+def home(tmp_path: Path, shared_living: Path) -> Path:
+    """An empty ``AUX_ASSETS_HOME`` whose embedded sample is the session's shared cache."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
+    return home

@@ -165,14 +165,6 @@ def receiver() -> Iterator[Receiver]:
     server.stop()
 
 
-@pytest.fixture
-def home(tmp_path: Path, shared_living: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
-    return home
-
-
 def _run(home: Path, assets: list[Any] = ASSETS, **env: str) -> dg.ExecuteInProcessResult:
     resources = {
         **build_resources({"AUX_ASSETS_HOME": str(home), **env}),

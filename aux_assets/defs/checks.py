@@ -187,8 +187,9 @@ def _gaps_outcome(
         what = "waiting for publication: "
     elif not gaps:
         what = ""
-    severity = dg.AssetCheckSeverity.ERROR if serious else dg.AssetCheckSeverity.WARN
     problems = {ptype: gap.text for ptype, gap in gaps.items()} | dict(notes or {})
+    warns = bool(problems) and not serious
+    severity = dg.AssetCheckSeverity.WARN if warns else dg.AssetCheckSeverity.ERROR
     return _outcome(day, problems, ok, what, severity)
 
 

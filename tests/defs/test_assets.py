@@ -30,14 +30,6 @@ DAY = "2026-01-05"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def home(tmp_path, shared_living) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
-    return home
-
-
 def _resources(home: Path, **env: str) -> dict:
     full = {"AUX_ASSETS_HOME": str(home), **env}
     return {**build_resources(full), IO_MANAGER: JsonPartitionIOManager(base_dir=str(home / "io"))}
@@ -427,10 +419,12 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home, sha
         failed = str(candidates["2026-01-09"].description)
         assert failed.startswith("2026-01-09: gaps in mandatory product types: ")
         assert failed.endswith(  # the partial selections are shown by what they leave uncovered
-            "AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for sentinel-1a "
-            "(uncovered 02:32:57..24:00:00), sentinel-1c (uncovered 01:43:32..24:00:00)"
+            "AUX_POEORB: never published (AUX_RESORB expected by 2026-01-10 05:00 UTC) for "
+            "sentinel-1a (uncovered 02:32:57..24:00:00), sentinel-1c (uncovered 01:43:32..24:00:00)"
         )
         assert candidates["2026-01-09"].severity == dg.AssetCheckSeverity.ERROR
+        # a pass keeps the check's severity (the UI shows it)
+        assert candidates["2026-01-07"].severity == dg.AssetCheckSeverity.ERROR
         assert candidates["2026-01-09"].metadata["n_problems"].value >= 1
         staged = by_check["all_staged_verified"]
         assert all(e.passed for e in staged.values()) and len(staged) == 3
@@ -444,8 +438,9 @@ def test_a_range_run_records_each_days_checks_with_its_own_description(home, sha
             "2026-01-08": True,
             "2026-01-09": False,
         }
-        assert "AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for sentinel-1a" in (
-            str(coverage["2026-01-09"].description)
+        assert (
+            "AUX_POEORB: never published (AUX_RESORB expected by 2026-01-10 05:00 UTC) for "
+            "sentinel-1a" in (str(coverage["2026-01-09"].description))
         )
         on_time = by_check["catalog_on_time"]
         assert on_time["2026-01-07"].passed and not on_time["2026-01-09"].passed

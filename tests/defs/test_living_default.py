@@ -26,18 +26,9 @@ from aux_assets.defs.io_managers import JsonPartitionIOManager
 from aux_assets.defs.partitions import daily_partitions
 from aux_assets.defs.resources import build_resources
 from tests.fixtures.servers_required import unavailable
-from tests.helpers.dagster_servers import BINARIES, ServersNotReady, dagster_servers
+from tests.helpers.dagster_servers import BINARIES, DAGSTER_YAML, ServersNotReady, dagster_servers
 
 KEYS = daily_partitions.get_partition_keys()
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 4
-  pools:
-    default_limit: 1
-"""
 
 
 def _run(home: Path, day: str) -> tuple[dg.ExecuteInProcessResult, dict[str, Any]]:
@@ -59,14 +50,6 @@ def _evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEv
     return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
 
-@pytest.fixture
-def home(tmp_path: Path, shared_living: Path) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "auxip-sample").symlink_to(shared_living, target_is_directory=True)
-    return home
-
-
 @pytest.mark.parametrize("day", [KEYS[0], KEYS[len(KEYS) // 2], KEYS[-1]])
 def test_a_day_at_the_start_middle_and_end_is_covered_or_waits_for_publication(
     home: Path, day: str
@@ -78,7 +61,7 @@ def test_a_day_at_the_start_middle_and_end_is_covered_or_waits_for_publication(
     # covered, or (yesterday, early in the day) only waiting for what is not yet published
     assert coverage.passed or (
         coverage.severity == dg.AssetCheckSeverity.WARN
-        and "waiting for products not yet published" in (coverage.description or "")
+        and "waiting for publication" in (coverage.description or "")
     ), coverage.description
     assert result.success
     assert len(doc["coverage"]) == 13
@@ -104,9 +87,12 @@ def test_just_after_a_day_its_late_files_are_reported_not_yet_published(
     coverage = checks["catalog_coverage_complete"]
     assert not coverage.passed and coverage.severity == dg.AssetCheckSeverity.WARN
     description = coverage.description or ""
-    assert description.startswith(f"{day}: waiting for products not yet published: AUX_POEORB: ")
+    assert description.startswith(f"{day}: waiting for publication: AUX_POEORB: ")
     restituted_due = (now - timedelta(minutes=30) + timedelta(hours=5)).strftime("%Y-%m-%d %H:%M")
-    assert f"not yet published (expected by {restituted_due} UTC) for sentinel-1a" in description
+    assert (
+        f"not yet published (AUX_RESORB expected by {restituted_due} UTC) for sentinel-1a"
+        in description
+    )
     assert "never published" not in description
     assert checks["catalog_on_time"].passed  # not due before 30 h after the day's end
     assert doc["coverage"]["AUX_POEORB"] is False

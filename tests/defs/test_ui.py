@@ -40,6 +40,7 @@ from tests.fixtures.servers_required import unavailable
 from tests.helpers.dagster_servers import (
     ASSET_KEYS,
     BINARIES,
+    DAGSTER_YAML,
     LOCATION,
     REPO,
     TERMINAL,
@@ -80,15 +81,6 @@ products:
     collection: s1-aux
     policy: ClosestStartValidity
     mandatory: true
-"""
-DAGSTER_YAML = """\
-telemetry:
-  enabled: false
-concurrency:
-  runs:
-    max_concurrent_runs: 4
-  pools:
-    default_limit: 1
 """
 SENSOR_INTERVAL_S = 30
 
@@ -482,8 +474,8 @@ def test_range_run_records_each_days_checks(servers: Servers) -> None:
         servers, "aux_catalog_items", "catalog_coverage_complete", LACKING_DAY
     )["evaluation"]["description"]
     assert (
-        "gaps in the catalog: AUX_POEORB: never published (expected by 2026-01-10 05:00 UTC) for "
-        "sentinel-1a" in coverage
+        "gaps in the catalog: AUX_POEORB: never published (AUX_RESORB expected by "
+        "2026-01-10 05:00 UTC) for sentinel-1a" in coverage
     ), coverage
     late = _latest_execution(servers, "aux_catalog_items", "catalog_on_time", LACKING_DAY)
     assert " is late: " in late["evaluation"]["description"], late

@@ -41,6 +41,16 @@ query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename
   ... on PartitionBackfill { status numPartitions timestamp endTimestamp error { message }
     runs(limit: 1000) { runId status tags { key value } } } } }
 """
+# The instance of the tests: no telemetry, 4 runs at once, one slot per pool by default.
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+concurrency:
+  runs:
+    max_concurrent_runs: 4
+  pools:
+    default_limit: 1
+"""
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
