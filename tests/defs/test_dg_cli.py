@@ -33,9 +33,9 @@ LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name load
 def _code_spans(text: str) -> Iterator[str]:
     """The lines of the README's fenced code blocks and its inline code spans (whitespace,
     line breaks included, collapsed to single spaces)."""
-    fenced = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
+    fenced = re.compile(r"^[ \t]*```[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)  # in lists too
     for block in fenced.findall(text):
-        yield from block.splitlines()
+        yield from (line.strip() for line in block.splitlines())
     for span in re.findall(r"`([^`]+)`", fenced.sub("", text)):
         yield " ".join(span.split())
 
