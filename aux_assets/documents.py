@@ -283,13 +283,11 @@ def _state(
     ]
     if not due or searched is None:
         return ("no candidate at all" if unit == ANY_UNIT else "not covered"), False
-    if min(due)[0] <= searched:  # a span whose files should be out: they never were
-        when, ptype = min(due)
-        label = "" if ptype == product["product_type"] else f"{ptype} "
-        return f"never published ({label}expected by {_when(when)})", False
-    when, ptype = max(due)
+    waiting = min(due)[0] > searched  # else a span whose files should be out never was
+    when, ptype = max(due) if waiting else min(due)
     label = "" if ptype == product["product_type"] else f"{ptype} "
-    return f"not yet published ({label}expected by {_when(when)})", True
+    state = "not yet published" if waiting else "never published"
+    return f"{state} ({label}expected by {_when(when)})", waiting
 
 
 def describe_gap(product: SearchProduct | StagedProduct, day: str = "") -> Gap:

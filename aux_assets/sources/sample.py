@@ -25,29 +25,18 @@ from aux_assets.sources.static import (
     item_interval,
     matching,
     time_bounds,
-    top_terms,
+    timestamp_terms,
     wanted_types,
 )
 from aux_assets.utils.stac import read_item
-from aux_assets.utils.times import parse_utc
 
 
 def published_after(cql: JsonDict | None) -> datetime | None:
     """The instant a filter requires ``published`` to be after (``>`` or ``>=`` a timestamp at
     its top), else ``None``."""
-    for term in top_terms(cql or {}):
-        args = term.get("args") or []
-        if (
-            term.get("op") in (">", ">=")
-            and len(args) == 2
-            and args[0] == {"property": "published"}
-            and isinstance(args[1], dict)
-            and "timestamp" in args[1]
-        ):
-            try:
-                return parse_utc(str(args[1]["timestamp"]))
-            except ValueError:
-                return None
+    for op, prop, when in timestamp_terms(cql):
+        if op in (">", ">=") and prop == "published":
+            return when
     return None
 
 

@@ -127,22 +127,31 @@ def top_terms(cql: JsonDict) -> list[JsonDict]:
     return [cql]
 
 
-def time_bounds(cql: JsonDict | None) -> tuple[datetime | None, datetime | None]:
-    """The latest start and earliest end a filter allows, when it requires them with a
-    timestamp (``start_datetime <= T``, ``end_datetime >= T``, as window filters say), each
-    widened by a second (the index keeps a superset: cql2 still decides)."""
-    latest_start = earliest_end = None
+def timestamp_terms(cql: JsonDict | None) -> Iterator[tuple[str, str, datetime]]:
+    """``(op, property, T)`` of each term a filter requires (at its top) that compares a
+    property with a timestamp, e.g. ``("<=", "start_datetime", T)``."""
     for term in top_terms(cql or {}):
         args = term.get("args") or []
         if len(args) != 2 or not isinstance(args[1], dict) or "timestamp" not in args[1]:
+            continue
+        if not isinstance(args[0], dict) or not isinstance(args[0].get("property"), str):
             continue
         try:
             when = parse_utc(str(args[1]["timestamp"]))
         except ValueError:
             continue
-        if term.get("op") in ("<=", "<") and args[0] == {"property": "start_datetime"}:
+        yield str(term.get("op")), args[0]["property"], when
+
+
+def time_bounds(cql: JsonDict | None) -> tuple[datetime | None, datetime | None]:
+    """The latest start and earliest end a filter allows, when it requires them with a
+    timestamp (``start_datetime <= T``, ``end_datetime >= T``, as window filters say), each
+    widened by a second (the index keeps a superset: cql2 still decides)."""
+    latest_start = earliest_end = None
+    for op, prop, when in timestamp_terms(cql):
+        if op in ("<=", "<") and prop == "start_datetime":
             latest_start = when + _SLACK
-        elif term.get("op") in (">=", ">") and args[0] == {"property": "end_datetime"}:
+        elif op in (">=", ">") and prop == "end_datetime":
             earliest_end = when - _SLACK
     return latest_start, earliest_end
 
